@@ -1,0 +1,134 @@
+"""One error hierarchy with structured fields and messages a person can act on."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+__all__ = [
+    "ConflictError",
+    "IndexAccessError",
+    "LockFileError",
+    "NbenvError",
+    "NoCompatibleDistributionError",
+    "OfflineMissingError",
+    "ProjectNotFoundError",
+    "SdistBuildError",
+    "SpecError",
+    "UsageError",
+]
+
+
+class NbenvError(Exception):
+    """Base of every error nbenv raises on purpose; `str()` is the user-facing message."""
+
+
+class UsageError(NbenvError):
+    """Bad options or arguments (not a requirement string)."""
+
+
+class SpecError(NbenvError):
+    """A requirement or option value that cannot be parsed, pointing at the bad spot."""
+
+    def __init__(self, text: str, position: int, reason: str) -> None:
+        self.text = text
+        self.position = max(0, min(position, len(text)))
+        self.reason = reason
+        caret = " " * self.position + "^"
+        super().__init__(f"Invalid requirement {text!r}: {reason}\n    {text}\n    {caret}")
+
+
+class IndexAccessError(NbenvError):
+    """A package index or file could not be read (the URL never carries credentials)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"Could not read {url}: {reason}")
+
+
+class ProjectNotFoundError(NbenvError):
+    def __init__(self, project: str, indexes: Sequence[str], suggestions: Sequence[str]) -> None:
+        self.project = project
+        self.indexes = tuple(indexes)
+        self.suggestions = tuple(suggestions)
+        where = ", ".join(self.indexes)
+        message = f"No project named {project!r} was found on {where}."
+        if self.suggestions:
+            message += " Did you mean: " + ", ".join(self.suggestions) + "?"
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class ConflictSide:
+    """One requirement taking part in a conflict and the chain that brought it in."""
+
+    requirement: str
+    chain: tuple[str, ...]  # outermost first: ("you", "a 1.0", "b 2.0")
+
+    def describe(self) -> str:
+        via = " -> ".join(self.chain)
+        return f"{self.requirement} (required by {via})"
+
+
+@dataclass
+class ConflictError(NbenvError):
+    project: str
+    sides: tuple[ConflictSide, ...]
+    detail: str = ""
+    message: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        lines = [f"Cannot find a version of {self.project!r} that satisfies every requirement:"]
+        lines += [f"  - {side.describe()}" for side in self.sides]
+        if self.detail:
+            lines.append(self.detail)
+        lines.append("Loosen one of these requirements, or pin versions that agree.")
+        self.message = "\n".join(lines)
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class NoCompatibleDistributionError(NbenvError):
+    """Versions exist, but none has a file usable on the target."""
+
+    def __init__(self, project: str, requirement: str, target: str, available: Sequence[str]) -> None:
+        self.project = project
+        self.requirement = requirement
+        self.target = target
+        self.available = tuple(available)
+        message = f"No distribution of {project!r} matching {requirement!r} is usable on {target}."
+        if self.available:
+            message += "\nFiles that exist:\n" + "\n".join(f"  {name}" for name in self.available)
+        else:
+            message += "\nThe index lists no files for it."
+        super().__init__(message)
+
+
+class OfflineMissingError(NbenvError):
+    """`--offline` was asked and the cache lacks something the resolution needs."""
+
+    def __init__(self, missing: Sequence[str]) -> None:
+        self.missing = tuple(missing)
+        listing = "\n".join(f"  {item}" for item in self.missing)
+        super().__init__(
+            "Cannot resolve offline: the cache does not hold\n"
+            f"{listing}\nRun once without --offline to fill the cache."
+        )
+
+
+class SdistBuildError(NbenvError):
+    def __init__(self, filename: str, output: str) -> None:
+        self.filename = filename
+        self.output = output
+        tail = "\n".join(output.strip().splitlines()[-20:])
+        super().__init__(f"Building a wheel from {filename} failed:\n{tail}")
+
+
+class LockFileError(NbenvError):
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")

@@ -1,0 +1,21 @@
+"""Where nbenv keeps its data: NBENV_HOME or the platform's user data dir."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+__all__ = ["cache_dir", "nbenv_home"]
+
+
+def nbenv_home() -> Path:
+    configured = os.environ.get("NBENV_HOME")
+    if configured:
+        return Path(configured).expanduser().resolve()
+    return Path(platformdirs.user_data_dir("nbenv", appauthor=False))
+
+
+def cache_dir(home: Path | None = None) -> Path:
+    return (home or nbenv_home()) / "cache"
