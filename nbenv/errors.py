@@ -12,6 +12,7 @@ __all__ = [
     "NbenvError",
     "NoCompatibleDistributionError",
     "OfflineMissingError",
+    "PipConfigError",
     "ProjectNotFoundError",
     "SdistBuildError",
     "SpecError",
@@ -132,3 +133,27 @@ class LockFileError(NbenvError):
         self.path = path
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+
+class NoMatchingVersionError(NbenvError):
+    """The project exists but no version satisfies the requirement."""
+
+    def __init__(self, project: str, requirement: str, available: Sequence[str], why: str = "") -> None:
+        self.project = project
+        self.requirement = requirement
+        self.available = tuple(available)
+        shown = ", ".join(self.available[:15]) + (" ..." if len(self.available) > 15 else "")
+        message = f"No version of {project!r} matches {requirement!r}"
+        message += f" (available: {shown})." if self.available else " (the index lists none)."
+        if why:
+            message += "\n" + why
+        super().__init__(message)
+
+
+class PipConfigError(NbenvError):
+    """pip's configuration (a file, or a PIP_* variable) has a value pip would refuse."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        self.source = source
+        self.reason = reason
+        super().__init__(f"pip configuration {source}: {reason}")

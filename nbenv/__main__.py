@@ -1,0 +1,5 @@
+import sys
+
+from nbenv.cli import main
+
+sys.exit(main())

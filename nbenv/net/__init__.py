@@ -1,0 +1,1 @@
+"""Network edge: the one HTTP client object, credentials and redaction."""

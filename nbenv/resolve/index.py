@@ -1,0 +1,196 @@
+"""Simple repository pages (PEP 503 HTML and PEP 691 JSON) into DistFile lists."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from typing import Any
+from urllib.parse import urldefrag, urljoin
+
+from packaging.utils import NormalizedName, canonicalize_name
+
+from nbenv.errors import IndexAccessError, OfflineMissingError
+from nbenv.net.auth import redact, strip_userinfo
+from nbenv.net.http import HttpClient
+from nbenv.resolve.cache import CachePolicy, ResolveCache
+from nbenv.resolve.model import DistFile
+
+__all__ = ["ProjectPage", "fetch_project_page", "parse_project_page", "project_url"]
+
+ACCEPT = (
+    "application/vnd.pypi.simple.v1+json, "
+    "application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
+)
+_JSON = "application/vnd.pypi.simple.v1+json"
+
+
+@dataclass(frozen=True)
+class ProjectPage:
+    name: NormalizedName
+    index: str
+    files: tuple[DistFile, ...]
+
+
+def project_url(index_url: str, name: str) -> str:
+    base = index_url if index_url.endswith("/") else index_url + "/"
+    return urljoin(base, canonicalize_name(name) + "/")
+
+
+def _hashes(value: object) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, Mapping):
+        return ()
+    return tuple(sorted((str(k).lower(), str(v).lower()) for k, v in value.items()))
+
+
+def _yanked(value: object) -> str | None:
+    if value is None or value is False:
+        return None
+    if value is True:
+        return ""
+    return str(value)
+
+
+def _core_metadata(value: object) -> tuple[bool | None, tuple[tuple[str, str], ...]]:
+    if value is None:
+        return None, ()
+    if value is False:
+        return False, ()
+    if isinstance(value, Mapping):
+        return True, _hashes(value)
+    return bool(value), ()
+
+
+def _parse_json(data: Mapping[str, Any], page_url: str, index: str) -> list[DistFile]:
+    files = []
+    for entry in data.get("files", []):
+        url, fragment = urldefrag(urljoin(page_url, entry["url"]))
+        hashes = _hashes(entry.get("hashes"))
+        if not hashes and fragment:
+            hashes = _fragment_hash(fragment)
+        meta = entry.get("core-metadata", entry.get("data-dist-info-metadata"))
+        core, core_hashes = _core_metadata(meta)
+        files.append(
+            DistFile(
+                filename=entry["filename"],
+                url=url,
+                index=index,
+                hashes=hashes,
+                requires_python=entry.get("requires-python") or None,
+                yanked=_yanked(entry.get("yanked")),
+                size=entry.get("size"),
+                upload_time=entry.get("upload-time"),
+                core_metadata=core,
+                core_metadata_hashes=core_hashes,
+            )
+        )
+    return files
+
+
+def _fragment_hash(fragment: str) -> tuple[tuple[str, str], ...]:
+    algorithm, _, digest = fragment.partition("=")
+    if digest and algorithm in {"sha256", "sha384", "sha512", "md5", "sha1", "sha224"}:
+        return ((algorithm, digest.lower()),)
+    return ()
+
+
+class _AnchorParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.base: str | None = None
+        self.anchors: list[tuple[dict[str, str | None], str]] = []
+        self._current: dict[str, str | None] | None = None
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "base" and self.base is None:
+            self.base = dict(attrs).get("href")
+        elif tag == "a":
+            self._current = dict(attrs)
+            self._text = []
+
+    def handle_data(self, data: str) -> None:
+        if self._current is not None:
+            self._text.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a" and self._current is not None:
+            self.anchors.append((self._current, "".join(self._text).strip()))
+            self._current = None
+
+
+def _parse_html(body: str, page_url: str, index: str) -> list[DistFile]:
+    parser = _AnchorParser()
+    parser.feed(body)
+    base = urljoin(page_url, parser.base) if parser.base else page_url
+    files = []
+    for attrs, text in parser.anchors:
+        href = attrs.get("href")
+        if not href:
+            continue
+        url, fragment = urldefrag(urljoin(base, href))
+        filename = text or url.rsplit("/", 1)[-1]
+        meta_attr = attrs.get("data-core-metadata", attrs.get("data-dist-info-metadata"))
+        core: bool | None = None
+        core_hashes: tuple[tuple[str, str], ...] = ()
+        if meta_attr is not None:
+            core = meta_attr.lower() != "false"
+            if core:
+                core_hashes = _fragment_hash(meta_attr)
+        files.append(
+            DistFile(
+                filename=filename,
+                url=url,
+                index=index,
+                hashes=_fragment_hash(fragment),
+                requires_python=attrs.get("data-requires-python") or None,
+                yanked=(attrs.get("data-yanked") or "") if "data-yanked" in attrs else None,
+                core_metadata=core,
+                core_metadata_hashes=core_hashes,
+            )
+        )
+    return files
+
+
+def parse_project_page(
+    name: str, body: bytes, content_type: str, page_url: str, index: str
+) -> ProjectPage:
+    """Parse a project page; `index` is recorded on every file (credentials stripped)."""
+    clean_index = strip_userinfo(index)
+    page = strip_userinfo(page_url)
+    try:
+        if content_type == _JSON or content_type.endswith("+json"):
+            files = _parse_json(json.loads(body), page, clean_index)
+        else:
+            files = _parse_html(body.decode("utf-8", "replace"), page, clean_index)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IndexAccessError(redact(page), f"malformed index page ({exc})") from None
+    return ProjectPage(canonicalize_name(name), clean_index, tuple(files))
+
+
+def fetch_project_page(
+    client: HttpClient, cache: ResolveCache, index_url: str, name: str
+) -> ProjectPage | None:
+    """The project's page on one index, or None when the index does not know it."""
+    url = project_url(strip_userinfo(index_url), name)
+    cached = cache.get_page(url)
+    if cached is None:
+        if cache.policy is CachePolicy.OFFLINE:
+            raise OfflineMissingError([f"index page {url}"])
+        response = client.get(project_url(index_url, name), headers={"Accept": ACCEPT})
+        if response.status == 404:
+            cache.put_page(url, "not-found", b"")
+            return None
+        if response.status in (401, 403):
+            client.get_ok(project_url(index_url, name))  # raises the actionable message
+        if not 200 <= response.status < 300:
+            raise IndexAccessError(url, f"HTTP {response.status}")
+        content_type = response.content_type or "text/html"
+        cache.put_page(url, content_type, response.content, final_url=response.url)
+        body, final_url = response.content, response.url
+    else:
+        if cached.content_type == "not-found":
+            return None
+        content_type, body, final_url = cached.content_type, cached.body, cached.url
+    return parse_project_page(name, body, content_type, final_url, index_url)

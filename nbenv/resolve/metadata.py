@@ -1,0 +1,212 @@
+"""Core metadata of a distribution file, with as few bytes over the wire as possible.
+
+Order of attempts for a wheel: PEP 658 `<url>.metadata`; an HTTP range read of the wheel's
+zip central directory and then only its METADATA member; the whole wheel when the server
+ignores ranges. An sdist is built into a wheel once (PEP 517) and read from that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.metadata import parse_email
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from nbenv.errors import IndexAccessError, NbenvError, OfflineMissingError
+from nbenv.net.http import HttpClient
+from nbenv.resolve.cache import CachePolicy, ResolveCache
+from nbenv.resolve.model import DistFile
+
+__all__ = ["CoreMetadata", "MetadataFetcher", "read_wheel_metadata"]
+
+_TAIL = 64 * 1024  # most wheels' central directory fits in the last 64 KiB
+_MIN_CHUNK = 64 * 1024
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
+
+
+@dataclass(frozen=True)
+class CoreMetadata:
+    name: str
+    version: str
+    requires_dist: tuple[Requirement, ...]
+    requires_python: str | None
+    provides_extra: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, data: bytes, source: str) -> CoreMetadata:
+        raw, _unparsed = parse_email(data)
+        requirements = []
+        for text in raw.get("requires_dist", []):
+            try:
+                requirements.append(Requirement(text))
+            except InvalidRequirement:
+                continue  # a broken dependency line in someone else's package: pip skips it too
+        if "name" not in raw or "version" not in raw:
+            raise NbenvError(f"{source}: metadata lacks Name or Version")
+        return cls(
+            name=raw["name"],
+            version=raw["version"],
+            requires_dist=tuple(requirements),
+            requires_python=raw.get("requires_python") or None,
+            provides_extra=tuple(canonicalize_name(e) for e in raw.get("provides_extra", [])),
+        )
+
+
+def read_wheel_metadata(archive: zipfile.ZipFile, filename: str) -> bytes:
+    """METADATA of the wheel's own .dist-info (named after the wheel file)."""
+    dist = filename.split("-")[0].lower()
+    candidates = [
+        name
+        for name in archive.namelist()
+        if name.count("/") == 1 and name.endswith(".dist-info/METADATA")
+    ]
+    for name in candidates:
+        if name.split("-")[0].lower().replace(".", "_") == dist.replace(".", "_"):
+            return archive.read(name)
+    if len(candidates) == 1:
+        return archive.read(candidates[0])
+    raise NbenvError(f"{filename}: no .dist-info/METADATA in the wheel")
+
+
+class _RangeReader(io.RawIOBase):
+    """A seekable view of a remote file that fetches only the byte ranges zipfile reads."""
+
+    def __init__(self, client: HttpClient, url: str, size: int, tail: bytes) -> None:
+        self._client = client
+        self._url = url
+        self._size = size
+        self._pos = 0
+        self._chunks: list[tuple[int, bytes]] = [(size - len(tail), tail)]
+        self.requests = 1
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def _find(self, start: int, end: int) -> bytes | None:
+        for offset, data in self._chunks:
+            if offset <= start and end <= offset + len(data):
+                return data[start - offset : end - offset]
+        return None
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        want = min(len(buffer), self._size - self._pos)
+        if want <= 0:
+            return 0
+        start, end = self._pos, self._pos + want
+        data = self._find(start, end)
+        if data is None:
+            fetch_end = min(self._size, max(end, start + _MIN_CHUNK))
+            response = self._client.get(self._url, headers={"Range": f"bytes={start}-{fetch_end - 1}"})
+            self.requests += 1
+            if response.status != 206:
+                raise IndexAccessError(self._url, f"range request answered HTTP {response.status}")
+            self._chunks.append((start, response.content))
+            data = response.content[: end - start]
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+
+class MetadataFetcher:
+    """Fetch, verify and cache core metadata. Thread-safe; blocking calls."""
+
+    def __init__(
+        self,
+        client: HttpClient,
+        cache: ResolveCache,
+        build_sdist: Callable[[DistFile, bytes], Path] | None = None,
+    ) -> None:
+        self.client = client
+        self.cache = cache
+        self.build_sdist = build_sdist
+        self.stats = {"pep658": 0, "range": 0, "whole": 0, "sdist": 0, "cached": 0}
+
+    def get(self, file: DistFile) -> CoreMetadata:
+        key = ResolveCache.metadata_key(file.url, file.sha256)
+        data = self.cache.get_metadata(key)
+        if data is not None:
+            self.stats["cached"] += 1
+        else:
+            if self.cache.policy is CachePolicy.OFFLINE:
+                raise OfflineMissingError([f"metadata of {file.filename} ({file.url})"])
+            data = self._fetch(file)
+            self.cache.put_metadata(key, data)
+        return CoreMetadata.parse(data, file.filename)
+
+    def _fetch(self, file: DistFile) -> bytes:
+        if not file.is_wheel:
+            return self._from_sdist(file)
+        if file.core_metadata is not False:
+            response = self.client.get(file.url + ".metadata")
+            if response.status == 200:
+                _verify(response.content, file.core_metadata_hashes, file.url + ".metadata")
+                self.stats["pep658"] += 1
+                return response.content
+        return self._from_wheel(file)
+
+    def _from_wheel(self, file: DistFile) -> bytes:
+        response = self.client.get(file.url, headers={"Range": f"bytes=-{_TAIL}"})
+        if response.status == 200:  # ranges ignored: we got the whole wheel
+            _verify(response.content, file.hashes, file.url)
+            self.stats["whole"] += 1
+            with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+                return read_wheel_metadata(archive, file.filename)
+        if response.status != 206:
+            response = self.client.get_ok(file.url)  # 416 for tiny files, odd servers
+            return self._from_bytes(file, response.content)
+        match = _CONTENT_RANGE.match(response.headers.get("content-range", ""))
+        if not match:
+            return self._from_bytes(file, self.client.get_ok(file.url).content)
+        size = int(match.group(3))
+        if int(match.group(1)) == 0 and int(match.group(2)) == size - 1:
+            return self._from_bytes(file, response.content)
+        reader = _RangeReader(self.client, file.url, size, response.content)
+        with zipfile.ZipFile(io.BufferedReader(reader, buffer_size=8192)) as archive:
+            data = read_wheel_metadata(archive, file.filename)
+        self.stats["range"] += 1
+        return data
+
+    def _from_bytes(self, file: DistFile, content: bytes) -> bytes:
+        _verify(content, file.hashes, file.url)
+        self.stats["whole"] += 1
+        with zipfile.ZipFile(io.BytesIO(content)) as archive:
+            return read_wheel_metadata(archive, file.filename)
+
+    def _from_sdist(self, file: DistFile) -> bytes:
+        if self.build_sdist is None:
+            raise NbenvError(f"{file.filename}: building sdists is disabled")
+        content = self.client.get_ok(file.url).content
+        _verify(content, file.hashes, file.url)
+        wheel = self.build_sdist(file, content)
+        self.stats["sdist"] += 1
+        with zipfile.ZipFile(wheel) as archive:
+            return read_wheel_metadata(archive, wheel.name)
+
+
+def _verify(content: bytes, hashes: tuple[tuple[str, str], ...], url: str) -> None:
+    for algorithm, expected in hashes:
+        if algorithm in hashlib.algorithms_guaranteed:
+            actual = hashlib.new(algorithm, content).hexdigest()
+            if actual != expected:
+                raise IndexAccessError(
+                    url, f"{algorithm} mismatch: the index says {expected}, got {actual}"
+                )
+            return

@@ -1,0 +1,221 @@
+"""Parallel, speculative fetching of index pages and metadata ahead of the resolver.
+
+The resolver asks one question at a time; answering each with a round trip is what makes a
+naive resolver slow. As soon as a requirement is known, its project page is fetched; as
+soon as the page arrives, the metadata of the release the resolver will most likely pick is
+fetched; as soon as that arrives, its dependencies are walked the same way. By the time the
+resolver asks, most answers are already here.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+from packaging.requirements import Requirement
+from packaging.utils import NormalizedName, canonicalize_name
+
+from nbenv.report import NullReporter, Reporter
+from nbenv.resolve.candidates import TargetReleases, releases_for_target
+from nbenv.resolve.index import ProjectPage, fetch_project_page
+from nbenv.resolve.metadata import CoreMetadata, MetadataFetcher
+from nbenv.resolve.model import DistFile
+from nbenv.resolve.target import Target
+
+__all__ = ["Prefetcher", "active_dependencies"]
+
+T = TypeVar("T")
+
+
+def active_dependencies(
+    metadata: CoreMetadata, extras: frozenset[str], target: Target
+) -> list[Requirement]:
+    """Requires-Dist entries that apply on `target` with `extras` requested."""
+    out = []
+    for requirement in metadata.requires_dist:
+        if requirement.marker is None:
+            out.append(requirement)
+            continue
+        for extra in ("", *sorted(extras)):
+            if requirement.marker.evaluate({**target.markers, "extra": extra}):
+                out.append(requirement)
+                break
+    return out
+
+
+class Prefetcher:
+    """Memoized futures for pages (merged over indexes) and metadata. Thread-safe."""
+
+    def __init__(
+        self,
+        fetch_page: Callable[[str, NormalizedName], ProjectPage | None],
+        indexes: Sequence[str],
+        metadata: MetadataFetcher,
+        *,
+        workers: int = 24,
+        reporter: Reporter | None = None,
+        allow_pre: bool = False,
+    ) -> None:
+        self._fetch_page = fetch_page
+        self.indexes = tuple(indexes)
+        self._metadata = metadata
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nbenv-fetch")
+        self._lock = threading.Lock()
+        self._pages: dict[NormalizedName, Future[ProjectPage | None]] = {}
+        self._index_pages: dict[tuple[str, NormalizedName], Future[ProjectPage | None]] = {}
+        self._meta: dict[str, Future[CoreMetadata]] = {}
+        self._releases: dict[tuple[NormalizedName, Target], TargetReleases] = {}
+        self._walked: set[tuple[Target, NormalizedName, str]] = set()
+        self._reporter = reporter or NullReporter()
+        self._allow_pre = allow_pre
+        self._closed = False
+        self._done = 0
+        self._total = 0
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _submit(self, fn: Callable[[], T]) -> Future[T]:
+        with self._lock:
+            self._total += 1
+        future = self._pool.submit(fn)
+        future.add_done_callback(self._count)
+        return future
+
+    def _count(self, _future: Future[object]) -> None:
+        with self._lock:
+            self._done += 1
+            done, total = self._done, self._total
+        self._reporter.progress("fetching", done, total)
+
+    def futures(self) -> list[Future[object]]:
+        """Every page and metadata future so far (to gather offline misses)."""
+        with self._lock:
+            return [*self._index_pages.values(), *self._meta.values()]  # type: ignore[list-item]
+
+    # -- pages ---------------------------------------------------------------------------
+    def page(self, name: str) -> Future[ProjectPage | None]:
+        key = canonicalize_name(name)
+        with self._lock:
+            future = self._pages.get(key)
+            if future is not None or self._closed:
+                return future or _failed(RuntimeError("prefetcher closed"))
+            parts = []
+            for index in self.indexes:
+                part = self._index_pages.get((index, key))
+                if part is None:
+                    part = self._pool.submit(self._fetch_page, index, key)
+                    self._index_pages[(index, key)] = part
+                parts.append(part)
+            future = Future()
+            self._pages[key] = future
+        _merge_when_done(future, key, parts)
+        return future
+
+    def releases(self, name: NormalizedName, target: Target) -> TargetReleases | None:
+        """Blocking: the usable releases of a project on `target`; None if unknown."""
+        page = self.page(name).result()
+        if page is None:
+            return None
+        key = (page.name, target)
+        with self._lock:
+            cached = self._releases.get(key)
+        if cached is None:
+            cached = releases_for_target(page, target)
+            with self._lock:
+                self._releases[key] = cached
+        return cached
+
+    # -- metadata ------------------------------------------------------------------------
+    def metadata(self, file: DistFile) -> Future[CoreMetadata]:
+        with self._lock:
+            future = self._meta.get(file.url)
+            if future is not None:
+                return future
+        future = self._submit(lambda: self._metadata.get(file))
+        with self._lock:
+            return self._meta.setdefault(file.url, future)
+
+    # -- speculation ---------------------------------------------------------------------
+    def speculate(self, requirement: Requirement, target: Target) -> None:
+        """Walk the likely dependency tree of `requirement` in the background."""
+        name = canonicalize_name(requirement.name)
+        key = (target, name, str(requirement.specifier) + str(sorted(requirement.extras)))
+        with self._lock:
+            if key in self._walked or self._closed:
+                return
+            self._walked.add(key)
+        page = self.page(name)
+        page.add_done_callback(lambda _f: self._after_page(requirement, target))
+
+    def _after_page(self, requirement: Requirement, target: Target) -> None:
+        try:
+            releases = self.releases(canonicalize_name(requirement.name), target)
+        except Exception:
+            return  # the resolver will meet the same failure and report it properly
+        if releases is None:
+            return
+        spec = requirement.specifier
+        pick = next(
+            (
+                r
+                for r in releases.usable
+                if not r.yanked and spec.contains(r.version, prereleases=self._allow_pre)
+            ),
+            None,
+        )
+        if pick is None:
+            return
+        extras = frozenset(canonicalize_name(e) for e in requirement.extras)
+        try:
+            future = self.metadata(pick.file)
+        except RuntimeError:
+            return  # closed while we were walking
+        future.add_done_callback(lambda f: self._after_metadata(f, extras, target))
+
+    def _after_metadata(
+        self, future: Future[CoreMetadata], extras: frozenset[str], target: Target
+    ) -> None:
+        if future.exception() is not None:
+            return
+        for dependency in active_dependencies(future.result(), extras, target):
+            self.speculate(dependency, target)
+
+
+def _failed(exc: BaseException) -> Future[ProjectPage | None]:
+    future: Future[ProjectPage | None] = Future()
+    future.set_exception(exc)
+    return future
+
+
+def _merge_when_done(
+    out: Future[ProjectPage | None],
+    name: NormalizedName,
+    parts: list[Future[ProjectPage | None]],
+) -> None:
+    """Merge one project's pages from every index (pip's semantics: all indexes count)."""
+    remaining = [len(parts)]
+    lock = threading.Lock()
+
+    def finish(_f: Future[ProjectPage | None]) -> None:
+        with lock:
+            remaining[0] -= 1
+            if remaining[0]:
+                return
+        errors = [p.exception() for p in parts if p.exception() is not None]
+        pages = [p.result() for p in parts if p.exception() is None and p.result() is not None]
+        if errors:  # an index that fails must not silently narrow the choice
+            out.set_exception(errors[0])  # type: ignore[arg-type]
+            return
+        if not pages:
+            out.set_result(None)
+            return
+        files = tuple(f for page in pages for f in page.files)
+        out.set_result(ProjectPage(name, pages[0].index, files))
+
+    for part in parts:
+        part.add_done_callback(finish)

@@ -1,0 +1,183 @@
+"""Resolve an EnvRequest's PyPI requirements into one Resolution per target."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+from packaging.utils import NormalizedName
+from resolvelib import BaseReporter, ResolutionImpossible, ResolutionTooDeep, Resolver
+
+from nbenv.errors import NbenvError, OfflineMissingError, ProjectNotFoundError
+from nbenv.net.auth import Credentials, strip_userinfo
+from nbenv.net.http import HttpClient
+from nbenv.paths import cache_dir
+from nbenv.report import NullReporter, Reporter
+from nbenv.resolve.cache import CachePolicy, ResolveCache
+from nbenv.resolve.explain import explain_impossible
+from nbenv.resolve.index import ACCEPT, ProjectPage, fetch_project_page
+from nbenv.resolve.metadata import MetadataFetcher
+from nbenv.resolve.model import DistFile, Resolution, ResolvedPackage
+from nbenv.resolve.prefetch import Prefetcher
+from nbenv.resolve.provider import PYTHON, PypiProvider, Req, UnknownProject
+from nbenv.resolve.sdist import build_wheel_from_sdist
+from nbenv.resolve.suggest import close_names, parse_project_list
+from nbenv.resolve.target import Target
+from nbenv.settings import IndexSettings, effective_indexes, read_pip_settings
+from nbenv.spec import EnvRequest
+
+__all__ = ["PypiResolver", "resolve"]
+
+
+class PypiResolver:
+    """One resolver session: shared client, cache and prefetcher across targets."""
+
+    def __init__(
+        self,
+        request: EnvRequest,
+        *,
+        client: HttpClient | None = None,
+        cache_root: Path | None = None,
+        policy: CachePolicy = CachePolicy.DEFAULT,
+        reporter: Reporter | None = None,
+        settings: IndexSettings | None = None,
+        workers: int = 24,
+    ) -> None:
+        self.request = request
+        self.reporter = reporter or NullReporter()
+        settings = settings if settings is not None else read_pip_settings()
+        self.indexes = effective_indexes(request.index_url, request.extra_index_urls, settings)
+        self._own_client = client is None
+        self.client = client or HttpClient(credentials=Credentials(self.indexes))
+        self.cache_root = cache_root or cache_dir()
+        self.cache = ResolveCache(self.cache_root / "resolve", policy)
+        self.metadata = MetadataFetcher(self.client, self.cache, self._build_sdist)
+        self.prefetcher = Prefetcher(
+            self._fetch_page,
+            self.indexes,
+            self.metadata,
+            workers=workers,
+            reporter=self.reporter,
+            allow_pre=request.pre,
+        )
+
+    def close(self) -> None:
+        self.prefetcher.close()
+        if self._own_client:
+            self.client.close()
+
+    def __enter__(self) -> PypiResolver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _fetch_page(self, index: str, name: NormalizedName) -> ProjectPage | None:
+        return fetch_project_page(self.client, self.cache, index, name)
+
+    def _build_sdist(self, file: DistFile, content: bytes) -> Path:
+        digest = file.sha256 or hashlib.sha256(content).hexdigest()
+        path = self.cache_root / "sdists" / digest / file.filename
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".part")
+            tmp.write_bytes(content)
+            tmp.replace(path)
+        self.reporter.note(f"building a wheel from {file.filename} (no wheel on the index)")
+        return build_wheel_from_sdist(
+            path, self.cache_root, sdist_sha256=digest, indexes=self.indexes, reporter=self.reporter
+        )
+
+    # -- resolution ----------------------------------------------------------------------
+    def resolve(self) -> list[Resolution]:
+        requirements = [Req.from_requirement(r) for r in self.request.requirements]
+        for target in self.request.targets:
+            for requirement in self.request.requirements:
+                self.prefetcher.speculate(requirement, target)
+        self.reporter.stage("resolving")
+        return [self._resolve_target(target, requirements) for target in self.request.targets]
+
+    def _resolve_target(self, target: Target, requirements: Sequence[Req]) -> Resolution:
+        provider = PypiProvider(target, self.prefetcher, requirements, allow_pre=self.request.pre)
+        resolver: Resolver[Req, object, str] = Resolver(provider, BaseReporter())  # type: ignore[arg-type]
+        try:
+            result = resolver.resolve(requirements, max_rounds=5000)
+        except ResolutionImpossible as exc:
+            causes = [(c.requirement, c.parent) for c in exc.causes]
+            raise explain_impossible(provider, causes) from None
+        except ResolutionTooDeep:
+            raise NbenvError(
+                "The resolver gave up after too many rounds of backtracking; pin a few of the "
+                "requirements (e.g. name==version) to narrow the search."
+            ) from None
+        except UnknownProject as exc:
+            raise self._not_found(exc.name) from None
+        except OfflineMissingError as exc:
+            raise OfflineMissingError(self._offline_misses(exc)) from None
+        packages = []
+        for key, candidate in sorted(result.mapping.items()):
+            if key == PYTHON or candidate.extras or candidate.release is None:
+                continue
+            release = candidate.release
+            packages.append(
+                ResolvedPackage(
+                    name=release.name,
+                    version=release.version,
+                    file=release.file,
+                    requires_python=self.prefetcher.metadata(release.file).result().requires_python,
+                    dependencies=provider.dependencies.get((candidate.name, candidate.version), ()),
+                )
+            )
+        return Resolution(target, tuple(self.request.requirements), tuple(packages))
+
+    def _offline_misses(self, first: OfflineMissingError) -> list[str]:
+        missing = list(first.missing)
+        for future in self.prefetcher.futures():
+            exc = future.exception() if future.done() else None
+            if isinstance(exc, OfflineMissingError):
+                missing.extend(exc.missing)
+        return sorted(dict.fromkeys(missing))
+
+    def _not_found(self, name: str) -> ProjectNotFoundError:
+        known: list[str] = []
+        for index in self.indexes:
+            try:
+                known += self._project_list(index)
+            except NbenvError:
+                continue  # suggestions are a courtesy; never fail the error path on them
+        shown = [strip_userinfo(i) for i in self.indexes]
+        return ProjectNotFoundError(name, shown, close_names(name, known))
+
+    def _project_list(self, index: str) -> list[str]:
+        url = strip_userinfo(index)
+        cached = self.cache.get_page(url)
+        if cached is not None:
+            return parse_project_list(cached.body, cached.content_type)
+        if self.cache.policy is CachePolicy.OFFLINE:
+            return []
+        response = self.client.get_ok(index, headers={"Accept": ACCEPT})
+        self.cache.put_page(url, response.content_type, response.content)
+        return parse_project_list(response.content, response.content_type)
+
+
+def resolve(
+    request: EnvRequest,
+    *,
+    client: HttpClient | None = None,
+    cache_root: Path | None = None,
+    policy: CachePolicy = CachePolicy.DEFAULT,
+    reporter: Reporter | None = None,
+    settings: IndexSettings | None = None,
+) -> list[Resolution]:
+    """Resolve every target of `request`; raises NbenvError subclasses on failure."""
+    with PypiResolver(
+        request,
+        client=client,
+        cache_root=cache_root,
+        policy=policy,
+        reporter=reporter,
+        settings=settings,
+    ) as session:
+        return session.resolve()
+
