@@ -95,7 +95,9 @@ class ConflictError(NbenvError):
 class NoCompatibleDistributionError(NbenvError):
     """Versions exist, but none has a file usable on the target."""
 
-    def __init__(self, project: str, requirement: str, target: str, available: Sequence[str]) -> None:
+    def __init__(
+        self, project: str, requirement: str, target: str, available: Sequence[str]
+    ) -> None:
         self.project = project
         self.requirement = requirement
         self.target = target
@@ -138,7 +140,9 @@ class LockFileError(NbenvError):
 class NoMatchingVersionError(NbenvError):
     """The project exists but no version satisfies the requirement."""
 
-    def __init__(self, project: str, requirement: str, available: Sequence[str], why: str = "") -> None:
+    def __init__(
+        self, project: str, requirement: str, available: Sequence[str], why: str = ""
+    ) -> None:
         self.project = project
         self.requirement = requirement
         self.available = tuple(available)

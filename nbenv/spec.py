@@ -1,7 +1,7 @@
 """The requirement grammar shared by `%%pypi` and the CLI, parsed into a frozen EnvRequest.
 
-    SPEC... [--index-url URL] [--extra-index-url URL]... [--python X.Y]...
-            [--platform TAG]... [--pre] [--name NAME]
+SPEC... [--index-url URL] [--extra-index-url URL]... [--python X.Y]...
+        [--platform TAG]... [--pre] [--name NAME]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ __all__ = [
     "request_from_namespace",
 ]
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")  # also a PEP 751 lock name: no dots
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,10 @@ def add_request_arguments(parser: argparse.ArgumentParser) -> None:
         "--python", action="append", default=[], metavar="X.Y", help="target Python (repeatable)"
     )
     parser.add_argument(
-        "--platform", action="append", default=[], metavar="TAG",
+        "--platform",
+        action="append",
+        default=[],
+        metavar="TAG",
         help="target wheel platform tag, e.g. manylinux_2_28_x86_64 (repeatable)",
     )
     parser.add_argument("--pre", action="store_true", help="allow pre-releases")
@@ -92,7 +95,7 @@ def add_request_arguments(parser: argparse.ArgumentParser) -> None:
 def request_from_namespace(ns: argparse.Namespace) -> EnvRequest:
     if ns.name is not None and not _NAME.match(ns.name):
         raise UsageError(
-            f"--name {ns.name!r}: use lowercase letters, digits, '.', '_' and '-', "
+            f"--name {ns.name!r}: use lowercase letters, digits, '_' and '-', "
             "starting with a letter or digit"
         )
     requirements = tuple(parse_requirement(spec) for spec in ns.specs)

@@ -27,11 +27,10 @@ def redact(text: str) -> str:
 def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
     """`https://u:p@host/x` -> (`https://host/x`, ("u", "p"))."""
     parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
+    if "@" not in parts.netloc:
         return url, None
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    # keep the host part exactly as written (case, IPv6 brackets, port)
+    host = parts.netloc.rpartition("@")[2]
     clean = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
     user = unquote(parts.username or "")
     password = unquote(parts.password or "")

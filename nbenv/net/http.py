@@ -145,4 +145,6 @@ def _read_file(url: str, headers: Mapping[str, str]) -> HttpResponse:
     else:
         out = {}
     content_type = "text/html" if path.suffix == ".html" else "application/octet-stream"
-    return HttpResponse(url=url, status=status, content=data, headers={"content-type": content_type, **out})
+    return HttpResponse(
+        url=url, status=status, content=data, headers={"content-type": content_type, **out}
+    )

@@ -30,8 +30,9 @@ def _chain(provider: PypiProvider, parent: Candidate | None) -> tuple[str, ...]:
 
 
 def _side(provider: PypiProvider, requirement: Req, parent: Candidate | None) -> ConflictSide:
-    return ConflictSide(requirement.text or f"{requirement.name}{requirement.specifier}",
-                        _chain(provider, parent))
+    return ConflictSide(
+        requirement.text or f"{requirement.name}{requirement.specifier}", _chain(provider, parent)
+    )
 
 
 def explain_impossible(

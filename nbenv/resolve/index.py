@@ -65,7 +65,12 @@ def _core_metadata(value: object) -> tuple[bool | None, tuple[tuple[str, str], .
 def _parse_json(data: Mapping[str, Any], page_url: str, index: str) -> list[DistFile]:
     files = []
     for entry in data.get("files", []):
-        url, fragment = urldefrag(urljoin(page_url, entry["url"]))
+        url = entry["url"]
+        if not url.startswith(("https://", "http://")):  # urljoin is slow; PyPI's are absolute
+            url = urljoin(page_url, url)
+        fragment = ""
+        if "#" in url:
+            url, fragment = urldefrag(url)
         hashes = _hashes(entry.get("hashes"))
         if not hashes and fragment:
             hashes = _fragment_hash(fragment)

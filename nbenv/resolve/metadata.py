@@ -114,7 +114,9 @@ class _RangeReader(io.RawIOBase):
         data = self._find(start, end)
         if data is None:
             fetch_end = min(self._size, max(end, start + _MIN_CHUNK))
-            response = self._client.get(self._url, headers={"Range": f"bytes={start}-{fetch_end - 1}"})
+            response = self._client.get(
+                self._url, headers={"Range": f"bytes={start}-{fetch_end - 1}"}
+            )
             self.requests += 1
             if response.status != 206:
                 raise IndexAccessError(self._url, f"range request answered HTTP {response.status}")

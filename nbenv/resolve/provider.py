@@ -166,9 +166,7 @@ class PypiProvider(AbstractProvider[Req, Candidate, str]):
         metadata = self.prefetcher.metadata(candidate.release.file).result()
         out: list[Req] = []
         if candidate.extras:  # the extra-variant pins its base project to the same version
-            out.append(
-                Req(candidate.name, frozenset(), SpecifierSet(f"=={candidate.version}"), "")
-            )
+            out.append(Req(candidate.name, frozenset(), SpecifierSet(f"=={candidate.version}"), ""))
         if metadata.requires_python:
             try:
                 spec = SpecifierSet(metadata.requires_python)

@@ -180,4 +180,3 @@ def resolve(
         settings=settings,
     ) as session:
         return session.resolve()
-

@@ -80,7 +80,9 @@ def _expand_platform(platform_tag: str) -> list[str]:
         return [*out, f"linux_{arch}"]
     for legacy, (lmajor, lminor) in _LEGACY_MANYLINUX.items():
         if platform_tag.startswith(legacy + "_"):
-            return _expand_platform(f"manylinux_{lmajor}_{lminor}_{platform_tag[len(legacy) + 1 :]}")
+            return _expand_platform(
+                f"manylinux_{lmajor}_{lminor}_{platform_tag[len(legacy) + 1 :]}"
+            )
     musl = _MUSLLINUX.match(platform_tag)
     if musl:
         major, minor, arch = int(musl.group(1)), int(musl.group(2)), musl.group(3)
@@ -159,13 +161,19 @@ class Target:
             )
             supported = [
                 *tags.cpython_tags(version, platforms=platforms),
-                *tags.compatible_tags(version, interpreter=f"cp{version[0]}{version[1]}",
-                                      platforms=platforms),
+                *tags.compatible_tags(
+                    version, interpreter=f"cp{version[0]}{version[1]}", platforms=platforms
+                ),
             ]
         ranks: dict[tags.Tag, int] = {}
         for rank, tag in enumerate(supported):
             ranks.setdefault(tag, rank)
         return ranks
+
+    @cached_property
+    def tag_rank(self) -> dict[str, int]:
+        """`tag_priority` keyed by "interpreter-abi-platform" strings (fast lookups)."""
+        return {str(tag): rank for tag, rank in self.tag_priority.items()}
 
     def marker_expression(self) -> str:
         """A PEP 508 marker that is true on this target (for multi-target locks)."""

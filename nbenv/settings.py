@@ -1,0 +1,258 @@
+"""The user's pip index settings, read the way pip reads them.
+
+Someone who pointed pip at a private index expects nbenv to use it too. The rules follow
+pip's `configuration.py` and `cli/parser.py`:
+
+- files, later overriding earlier: global (`$XDG_CONFIG_DIRS/pip/pip.conf`, default
+  `/etc/xdg/pip/pip.conf`, then `/etc/pip.conf`), user (`~/.pip/pip.conf`, then
+  `$XDG_CONFIG_HOME/pip/pip.conf` or `~/.config/pip/pip.conf`; skipped when
+  `PIP_CONFIG_FILE` names an existing file), site (`sys.prefix/pip.conf`), `PIP_CONFIG_FILE`;
+  `PIP_CONFIG_FILE=os.devnull` loads no file at all;
+- sections beat files: every `[global]` value, then `[install]`, then `PIP_*` variables;
+- an empty value unsets; list options are whitespace-separated and replace, not extend.
+
+Plain paths (`/srv/wheels`, `~/idx`, `./wheels`) become absolute `file://` URLs when read,
+relative to the current directory as pip would take them, so downstream code sees only URLs.
+URLs keep their credentials (the HTTP client needs them); show them with `strip_credentials`.
+"""
+
+from __future__ import annotations
+
+import configparser
+import locale
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import platformdirs
+
+from nbenv.errors import PipConfigError
+
+__all__ = [
+    "DEFAULT_INDEX_URL",
+    "IndexSettings",
+    "effective_indexes",
+    "normalize_location",
+    "pip_config_files",
+    "read_pip_settings",
+    "strip_credentials",
+]
+
+DEFAULT_INDEX_URL = "https://pypi.org/simple"
+
+_CONFIG_NAME = "pip.ini" if sys.platform == "win32" else "pip.conf"
+_ETC_DIR = "/etc"  # pip appends it to the XDG dirs on Unix; tests point it elsewhere
+_SECTIONS = ("global", "install", ":env:")  # pip's override order for `pip install`
+_OPTIONS = {  # config key -> the field it sets ("pypi-url" is pip's alias of --index-url)
+    "index-url": "index_url",
+    "pypi-url": "index_url",
+    "extra-index-url": "extra_index_urls",
+    "find-links": "find_links",
+    "no-index": "no_index",
+}
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # two letters at least: C:\ is a path
+_TRUE = ("y", "yes", "t", "true", "on", "1")
+_FALSE = ("n", "no", "f", "false", "off", "0")
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    """pip's index options as the user configured them (before any request's options)."""
+
+    index_url: str = DEFAULT_INDEX_URL
+    extra_index_urls: tuple[str, ...] = ()
+    find_links: tuple[str, ...] = ()
+    no_index: bool = False  # pip's --no-index: the configured indexes are off
+    # option -> where its value came from (a file path or "PIP_..."), for --debug output
+    sources: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+
+    def summary(self) -> str:
+        """Human-readable lines for `--debug`; credentials are stripped."""
+        origin = dict(self.sources)
+
+        def line(option: str, values: Sequence[str]) -> str:
+            shown = " ".join(strip_credentials(v) for v in values) or "(none)"
+            where = f"  [{origin[option]}]" if option in origin else ""
+            return f"{option}: {shown}{where}"
+
+        lines = [
+            line("index-url", [self.index_url]),
+            line("extra-index-url", self.extra_index_urls),
+            line("find-links", self.find_links),
+        ]
+        if self.no_index:
+            lines.append(line("no-index", ["true"]))
+        return "\n".join(lines)
+
+
+def strip_credentials(url: str) -> str:
+    """`url` without its userinfo (`user:token@`), safe to show or log."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def normalize_location(location: str, environ: Mapping[str, str] | None = None) -> str:
+    """A URL unchanged; a plain path as an absolute `file://` URL (`~` is expanded)."""
+    location = location.strip()
+    if _SCHEME.match(location):
+        return location
+    env = os.environ if environ is None else environ
+    if location == "~" or location.startswith(("~/", "~" + os.sep)):
+        location = _home(env) + location[1:]
+    return Path(os.path.abspath(os.path.expanduser(location))).as_uri()
+
+
+def pip_config_files(environ: Mapping[str, str] | None = None) -> list[str]:
+    """pip's configuration files, lowest priority first (absent ones included)."""
+    env = os.environ if environ is None else environ
+    env_file = env.get("PIP_CONFIG_FILE")
+    if env_file == os.devnull:
+        return []
+    files = [os.path.join(d, _CONFIG_NAME) for d in _site_config_dirs(env)]
+    if not (env_file and os.path.exists(env_file)):
+        legacy = os.path.join(_home(env), "pip" if sys.platform == "win32" else ".pip")
+        files += [
+            os.path.join(legacy, _CONFIG_NAME),
+            os.path.join(_user_config_dir(env), _CONFIG_NAME),
+        ]
+    files.append(os.path.join(sys.prefix, _CONFIG_NAME))
+    if env_file is not None:
+        files.append(env_file)
+    return files
+
+
+def read_pip_settings(environ: Mapping[str, str] | None = None) -> IndexSettings:
+    """Read pip's index options from its config files and `PIP_*` variables.
+
+    Raises PipConfigError for a file pip itself would refuse, or a bad boolean.
+    """
+    env = os.environ if environ is None else environ
+    # section -> option -> (value, source); a later file replaces an earlier one's value
+    merged: dict[str, dict[str, tuple[str, str]]] = {section: {} for section in _SECTIONS}
+    for path in dict.fromkeys(pip_config_files(env)):  # pip keys files by name: once each
+        for section, items in _read_config_file(path).items():
+            if section in merged:
+                for name, value in items.items():
+                    merged[section][name] = (value, path)
+    for key, value in env.items():
+        if key.startswith("PIP_") and key[4:].lower() not in ("version", "help"):
+            merged[":env:"][_normalize_name(key[4:])] = (value, key)
+
+    values: dict[str, tuple[str, str]] = {}  # field -> (raw value, source)
+    for section in _SECTIONS:
+        for name, (value, source) in merged[section].items():
+            if name in _OPTIONS and value:  # pip drops empty values after merging
+                values[_OPTIONS[name]] = (value, source)
+
+    def urls(name: str) -> tuple[str, ...]:
+        raw = values.get(name, ("", ""))[0]
+        return tuple(normalize_location(url, env) for url in raw.split())
+
+    index_url = normalize_location(values["index_url"][0], env) if "index_url" in values else None
+    no_index = False
+    if "no_index" in values:
+        raw, source = values["no_index"]
+        no_index = _to_bool(raw, source)
+    option_names = {v: k for k, v in _OPTIONS.items() if k != "pypi-url"}
+    return IndexSettings(
+        index_url=index_url or DEFAULT_INDEX_URL,
+        extra_index_urls=urls("extra_index_urls"),
+        find_links=urls("find_links"),
+        no_index=no_index,
+        sources=tuple((option_names[f], src) for f, (_, src) in values.items()),
+    )
+
+
+def effective_indexes(
+    request_index_url: str | None, request_extra: Sequence[str], settings: IndexSettings
+) -> tuple[str, ...]:
+    """The indexes to search, primary first, the way `pip install -i ... --extra-index-url ...`
+    combines its options with the configured ones.
+
+    The request's index replaces pip's index-url; extras are pip's then the request's.
+    Duplicates (same URL up to credentials and a trailing slash) are dropped, keeping the
+    first position and whichever spelling carries credentials. pip's no-index turns off the
+    configured indexes only: indexes named in the request itself still count, so the result
+    may be empty (then only find-links are searched).
+    """
+    if settings.no_index:
+        wanted = [*([request_index_url] if request_index_url else []), *request_extra]
+    else:
+        wanted = [
+            request_index_url or settings.index_url,
+            *settings.extra_index_urls,
+            *request_extra,
+        ]
+    chosen: dict[str, str] = {}  # insertion order is the search order
+    for url in (normalize_location(u) for u in wanted):
+        key = strip_credentials(url).rstrip("/")
+        kept = chosen.get(key)
+        if kept is None or (kept == strip_credentials(kept) and url != strip_credentials(url)):
+            chosen[key] = url
+    return tuple(chosen.values())
+
+
+def _normalize_name(name: str) -> str:
+    return name.lower().replace("_", "-").removeprefix("--")
+
+
+class _ConfigParser(configparser.RawConfigParser):
+    def optionxform(self, optionstr: str) -> str:
+        return _normalize_name(optionstr)
+
+
+def _read_config_file(path: str) -> dict[str, dict[str, str]]:
+    if not os.path.exists(path):
+        return {}
+    parser = _ConfigParser()
+    encoding = "utf-8" if sys.flags.utf8_mode else locale.getpreferredencoding(False)
+    try:
+        parser.read(path, encoding=encoding)
+    except UnicodeDecodeError:
+        raise PipConfigError(path, f"contains invalid {encoding} characters") from None
+    except configparser.Error as exc:
+        raise PipConfigError(path, " ".join(exc.message.split())) from None
+    return {section: dict(parser.items(section)) for section in parser.sections()}
+
+
+def _to_bool(value: str, source: str) -> bool:
+    if value.strip().lower() in _TRUE:
+        return True
+    if value.strip().lower() in _FALSE:
+        return False
+    raise PipConfigError(
+        source, f"no-index = {value!r} is not a boolean (use true/false, yes/no, 1/0)"
+    )
+
+
+def _home(env: Mapping[str, str]) -> str:
+    return env.get("HOME") or os.path.expanduser("~")
+
+
+def _site_config_dirs(env: Mapping[str, str]) -> list[str]:
+    if sys.platform == "darwin":
+        return platformdirs.site_data_dir("pip", appauthor=False, multipath=True).split(os.pathsep)
+    if sys.platform == "win32":
+        return [platformdirs.site_config_dir("pip", appauthor=False)]
+    # platformdirs ignores blank and relative entries
+    listed = (p.strip() for p in env.get("XDG_CONFIG_DIRS", "").split(os.pathsep))
+    bases = [p for p in listed if os.path.isabs(p)] or ["/etc/xdg"]
+    return [os.path.join(base, "pip") for base in bases] + [_ETC_DIR]
+
+
+def _user_config_dir(env: Mapping[str, str]) -> str:
+    if sys.platform == "win32":
+        return platformdirs.user_config_dir("pip", appauthor=False, roaming=True)
+    if sys.platform == "darwin":
+        app_support = platformdirs.user_data_dir("pip", appauthor=False)
+        if os.path.isdir(app_support):
+            return app_support
+        return os.path.join(_home(env), ".config", "pip")
+    xdg = env.get("XDG_CONFIG_HOME", "").strip()
+    return os.path.join(xdg if os.path.isabs(xdg) else os.path.join(_home(env), ".config"), "pip")
