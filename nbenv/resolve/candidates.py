@@ -18,7 +18,7 @@ from nbenv.resolve.index import ProjectPage
 from nbenv.resolve.model import DistFile
 from nbenv.resolve.target import Target
 
-__all__ = ["Release", "TargetReleases", "parse_filename", "python_ok", "releases_for_target"]
+__all__ = ["Release", "TargetReleases", "files_by_version", "parse_filename", "python_ok", "releases_for_target"]
 
 
 @dataclass(frozen=True)
@@ -33,19 +33,21 @@ class Release:
 
 @dataclass(frozen=True)
 class TargetReleases:
+    page: ProjectPage
     usable: tuple[Release, ...]  # newest first
-    all_versions: tuple[Version, ...]  # every version listed, newest first
-    files_by_version: dict[Version, tuple[str, ...]]  # for "what exists" messages
 
 
 def python_ok(requires_python: str | None, target: Target) -> bool:
-    if not requires_python:
-        return True
+    return not requires_python or _python_ok(requires_python, target.python_full_version)
+
+
+@lru_cache(maxsize=4096)
+def _python_ok(requires_python: str, python: str) -> bool:
     try:
         spec = SpecifierSet(requires_python)
     except InvalidSpecifier:
         return True  # an unparsable constraint from the index: pip ignores it too
-    return spec.contains(target.python_full_version, prereleases=True)
+    return spec.contains(python, prereleases=True)
 
 
 @lru_cache(maxsize=1 << 16)
@@ -85,34 +87,41 @@ def parse_filename(filename: str) -> tuple[NormalizedName, Version, frozenset[st
     return name, version, None
 
 
-def _rank(tags: frozenset[str] | None, filename: str, target: Target) -> tuple[int, int] | None:
-    """Lower is better; wheels by tag priority, then sdists. None: unusable here."""
-    if tags is not None:
-        ranks = [target.tag_rank[t] for t in tags if t in target.tag_rank]
-        return (0, min(ranks)) if ranks else None
-    # sdists can be built anywhere; .tar.gz is the standard format, .zip legacy
-    return (1, 0 if filename.endswith(".tar.gz") else 1)
-
-
 def releases_for_target(page: ProjectPage, target: Target) -> TargetReleases:
-    by_version: dict[Version, list[tuple[DistFile, frozenset[str] | None]]] = {}
+    """Usable releases, newest first. Incompatible wheels are dropped on their tags before
+    anything else is parsed: big projects list thousands of files for other platforms."""
+    best: dict[Version, tuple[tuple[int, int, int], DistFile]] = {}
+    tag_rank = target.tag_rank
+    for file in page.files:
+        parsed = parse_filename(file.filename)
+        if parsed is None or parsed[0] != page.name:
+            continue
+        _name, version, tags = parsed
+        if tags is None:
+            rank = (1, 0 if file.filename.endswith(".tar.gz") else 1)  # sdists build anywhere
+        else:
+            ranks = [tag_rank[t] for t in tags if t in tag_rank]
+            if not ranks:
+                continue
+            rank = (0, min(ranks))
+        if file.requires_python and not python_ok(file.requires_python, target):
+            continue
+        key = (1 if file.yanked is not None else 0, *rank)
+        current = best.get(version)
+        if current is None or key < current[0]:
+            best[version] = (key, file)
+    usable = tuple(
+        Release(page.name, version, file, yanked=file.yanked is not None)
+        for version, (_key, file) in sorted(best.items(), reverse=True)
+    )
+    return TargetReleases(page, usable)
+
+
+def files_by_version(page: ProjectPage) -> dict[Version, list[DistFile]]:
+    """Every file of every version, newest version first (for "what exists" messages)."""
+    out: dict[Version, list[DistFile]] = {}
     for file in page.files:
         parsed = parse_filename(file.filename)
         if parsed is not None and parsed[0] == page.name:
-            by_version.setdefault(parsed[1], []).append((file, parsed[2]))
-    usable = []
-    for version in sorted(by_version, reverse=True):
-        best: tuple[tuple[int, int, int], DistFile] | None = None
-        for file, tags in by_version[version]:
-            rank = _rank(tags, file.filename, target)
-            if rank is None or not python_ok(file.requires_python, target):
-                continue
-            key = (1 if file.yanked is not None else 0, *rank)
-            if best is None or key < best[0]:
-                best = (key, file)
-        if best is not None:
-            file = best[1]
-            usable.append(Release(page.name, version, file, yanked=file.yanked is not None))
-    versions = tuple(sorted(by_version, reverse=True))
-    names = {v: tuple(sorted(f.filename for f, _ in by_version[v])) for v in versions}
-    return TargetReleases(tuple(usable), versions, names)
+            out.setdefault(parsed[1], []).append(file)
+    return dict(sorted(out.items(), reverse=True))

@@ -13,7 +13,7 @@ from nbenv.errors import (
     NoCompatibleDistributionError,
     NoMatchingVersionError,
 )
-from nbenv.resolve.candidates import python_ok
+from nbenv.resolve.candidates import files_by_version, python_ok
 from nbenv.resolve.provider import PYTHON, Candidate, PypiProvider, Req
 
 __all__ = ["explain_impossible"]
@@ -84,14 +84,14 @@ def _lone_failure(provider: PypiProvider, project: str, requirement: Req) -> Nbe
             why="Those releases are yanked (" + "; ".join(reasons) + "); pin one exactly with "
             "== to use it anyway.",
         )
-    matching = [v for v in releases.all_versions if spec.contains(v, prereleases=True)]
+    listing = files_by_version(page)
+    matching = [v for v in listing if spec.contains(v, prereleases=True)]
     if not matching:
-        return NoMatchingVersionError(project, text, [str(v) for v in releases.all_versions])
-    files = {f.filename: f for f in page.files}
+        return NoMatchingVersionError(project, text, [str(v) for v in listing])
     shown = []
     for version in matching[:3]:  # the newest few are what a person wants to see
-        for name in releases.files_by_version[version]:
-            file = files[name]
+        for file in sorted(listing[version], key=lambda f: f.filename):
+            name = file.filename
             if not python_ok(file.requires_python, target):
                 name += f" (requires Python {file.requires_python})"
             shown.append(name)

@@ -39,8 +39,11 @@ def project_url(index_url: str, name: str) -> str:
 
 
 def _hashes(value: object) -> tuple[tuple[str, str], ...]:
-    if not isinstance(value, Mapping):
+    if not isinstance(value, Mapping) or not value:
         return ()
+    if len(value) == 1:  # the usual case, kept cheap: pages list thousands of files
+        ((algorithm, digest),) = value.items()
+        return ((str(algorithm).lower(), str(digest).lower()),)
     return tuple(sorted((str(k).lower(), str(v).lower()) for k, v in value.items()))
 
 

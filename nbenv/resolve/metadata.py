@@ -12,6 +12,7 @@ import io
 import re
 import zipfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from nbenv.errors import IndexAccessError, NbenvError, OfflineMissingError
-from nbenv.net.http import HttpClient
+from nbenv.net.http import HttpClient, HttpResponse
 from nbenv.resolve.cache import CachePolicy, ResolveCache
 from nbenv.resolve.model import DistFile
 
@@ -139,7 +140,12 @@ class MetadataFetcher:
         self.client = client
         self.cache = cache
         self.build_sdist = build_sdist
+        # a pool of its own: its tasks are awaited from the prefetcher's workers
+        self._side = ThreadPoolExecutor(max_workers=16, thread_name_prefix="nbenv-tail")
         self.stats = {"pep658": 0, "range": 0, "whole": 0, "sdist": 0, "cached": 0}
+
+    def close(self) -> None:
+        self._side.shutdown(wait=False, cancel_futures=True)
 
     def get(self, file: DistFile) -> CoreMetadata:
         key = ResolveCache.metadata_key(file.url, file.sha256)
@@ -156,16 +162,22 @@ class MetadataFetcher:
     def _fetch(self, file: DistFile) -> bytes:
         if not file.is_wheel:
             return self._from_sdist(file)
-        if file.core_metadata is not False:
-            response = self.client.get(file.url + ".metadata")
-            if response.status == 200:
-                _verify(response.content, file.core_metadata_hashes, file.url + ".metadata")
-                self.stats["pep658"] += 1
-                return response.content
-        return self._from_wheel(file)
+        if file.core_metadata is False:
+            return self._from_wheel(file, self._tail(file))
+        # When the index does not say whether `.metadata` exists (PyPI's JSON often does
+        # not), ask for it and for the wheel's tail at once: one round trip either way.
+        tail = self._side.submit(self._tail, file) if file.core_metadata is None else None
+        response = self.client.get(file.url + ".metadata")
+        if response.status == 200:
+            _verify(response.content, file.core_metadata_hashes, file.url + ".metadata")
+            self.stats["pep658"] += 1
+            return response.content
+        return self._from_wheel(file, tail.result() if tail else self._tail(file))
 
-    def _from_wheel(self, file: DistFile) -> bytes:
-        response = self.client.get(file.url, headers={"Range": f"bytes=-{_TAIL}"})
+    def _tail(self, file: DistFile) -> HttpResponse:
+        return self.client.get(file.url, headers={"Range": f"bytes=-{_TAIL}"})
+
+    def _from_wheel(self, file: DistFile, response: HttpResponse) -> bytes:
         if response.status == 200:  # ranges ignored: we got the whole wheel
             _verify(response.content, file.hashes, file.url)
             self.stats["whole"] += 1

@@ -64,6 +64,7 @@ class PypiResolver:
 
     def close(self) -> None:
         self.prefetcher.close()
+        self.metadata.close()
         if self._own_client:
             self.client.close()
 

@@ -71,9 +71,10 @@ def close_names(name: str, known: Iterable[str], limit: int = 3) -> list[str]:
     size = len(target)
     squashed = target.replace("-", "")
     alias = IMPORT_NAME_ALIASES.get(target, "")
+    alias_length = len(alias) if alias else -1
     # a one-edit typo scores at least (size - 1) / size: never filter those out
-    floor = max(_MIN_CUTOFF, min(_BASE_CUTOFF, (size - 1) / size))
-    cutoff = floor
+    cutoff = max(_MIN_CUTOFF, min(_BASE_CUTOFF, (size - 1) / size))
+    cap = max(cutoff, (size - 1) / size)  # as the best get better, never rise above this
     lo, hi = _length_window(size, cutoff)
     # chars of `known` spellings that `target` lacks survive translate(): their count bounds
     # the matches from above, at C speed
@@ -81,46 +82,33 @@ def close_names(name: str, known: Iterable[str], limit: int = 3) -> list[str]:
     drop = str.maketrans("", "", "".join(letters))
     matcher = SequenceMatcher(None, autojunk=False)
     matcher.set_seq2(target)
-    ranked: list[tuple[int, float, str]] = []  # sorted by (-tier, -ratio, canonical)
-    spelled: dict[str, str] = {}  # canonical -> spelling in `known`
-
-    def offer(tier: int, ratio: float, canonical: str, raw: str) -> None:
-        nonlocal cutoff, lo, hi
-        if canonical in spelled:
-            return
-        entry = (-tier, -ratio, canonical)
-        if len(ranked) >= limit and entry >= ranked[-1]:
-            return
-        bisect.insort(ranked, entry)
-        spelled[canonical] = raw
-        if len(ranked) > limit:
-            del spelled[ranked.pop()[2]]
-        if len(ranked) == limit:
-            cutoff = max(cutoff, min(-ranked[-1][1], floor if size > 1 else 1.0))
-            lo, hi = _length_window(size, cutoff)
-
+    ranked: list[tuple[int, float, str]] = []  # (-tier, -ratio, canonical), best first
+    spelled: dict[str, str] = {}  # canonical -> the spelling in `known`
     for raw in known:
         length = len(raw)
-        if length < lo or length > hi:
-            if alias and length == len(alias) and canonicalize_name(raw) == alias:
-                offer(_ALIAS, 1.0, alias, raw)
+        if length == alias_length and canonicalize_name(raw) == alias:
+            tier, ratio, candidate = _ALIAS, 1.0, alias
+        elif length < lo or length > hi:
             continue
-        if 2.0 * min(length - len(raw.translate(drop)), size) < cutoff * (length + size):
+        elif 2.0 * min(length - len(raw.translate(drop)), size) < cutoff * (length + size):
             continue
-        candidate = canonicalize_name(raw)
-        if candidate == alias:
-            offer(_ALIAS, 1.0, alias, raw)
-            continue
-        matcher.set_seq1(candidate)
-        if matcher.quick_ratio() < cutoff:
-            continue
-        ratio = matcher.ratio()
-        if candidate.replace("-", "") == squashed:
-            offer(_SEPARATORS, ratio, candidate, raw)
-        elif _one_edit(candidate, target):
-            offer(_ONE_EDIT, ratio, candidate, raw)
-        elif ratio >= cutoff:
-            offer(_SIMILAR, ratio, candidate, raw)
+        else:
+            candidate = canonicalize_name(raw)
+            matcher.set_seq1(candidate)
+            if matcher.quick_ratio() < cutoff:
+                continue
+            ratio = matcher.ratio()
+            if candidate.replace("-", "") == squashed:
+                tier = _SEPARATORS
+            elif _one_edit(candidate, target):
+                tier = _ONE_EDIT
+            elif ratio >= cutoff:
+                tier = _SIMILAR
+            else:
+                continue
+        if _keep(ranked, spelled, limit, (-tier, -ratio, candidate), raw) and len(ranked) == limit:
+            cutoff = max(cutoff, min(-ranked[-1][1], cap))
+            lo, hi = _length_window(size, cutoff)
     return [spelled[canonical] for _, _, canonical in ranked]
 
 
@@ -137,15 +125,26 @@ def parse_project_list(body: bytes, content_type: str, url: str = "the index roo
             return [str(project["name"]) for project in projects]
         except (ValueError, KeyError, TypeError) as exc:
             raise IndexAccessError(url, f"not a PEP 691 project list ({exc})") from None
-    text = body.decode("utf-8", "replace")
     names: list[str] = []
-    for match in _ANCHOR.finditer(text.encode("utf-8")):
-        name = match.group(2).decode("utf-8").strip()
-        if not name:
-            name = match.group(1).decode("utf-8").rstrip("/").rpartition("/")[2]
+    for match in _ANCHOR.finditer(body):
+        name = match.group(2).strip() or match.group(1).rstrip(b"/").rpartition(b"/")[2]
         if name:
-            names.append(html.unescape(name))
+            names.append(html.unescape(name.decode("utf-8", "replace")))
     return names
+
+
+def _keep(
+    ranked: list[tuple[int, float, str]], spelled: dict[str, str], limit: int,
+    entry: tuple[int, float, str], raw: str,
+) -> bool:
+    """Insert `entry` into the best-first `ranked` if it makes the top `limit`."""
+    if entry[2] in spelled or (len(ranked) >= limit and entry >= ranked[-1]):
+        return False
+    bisect.insort(ranked, entry)
+    spelled[entry[2]] = raw
+    if len(ranked) > limit:
+        del spelled[ranked.pop()[2]]
+    return True
 
 
 def _length_window(size: int, cutoff: float) -> tuple[float, float]:
