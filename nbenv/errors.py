@@ -28,7 +28,7 @@ class UsageError(NbenvError):
     """Bad options or arguments (not a requirement string)."""
 
 
-class SpecError(NbenvError):
+class SpecError(UsageError):
     """A requirement or option value that cannot be parsed, pointing at the bad spot."""
 
     def __init__(self, text: str, position: int, reason: str) -> None:
@@ -65,11 +65,12 @@ class ConflictSide:
     """One requirement taking part in a conflict and the chain that brought it in."""
 
     requirement: str
-    chain: tuple[str, ...]  # outermost first: ("you", "a 1.0", "b 2.0")
+    chain: tuple[str, ...]  # outermost first: ("a 1.0", "b 2.0"); empty: the user asked
 
     def describe(self) -> str:
-        via = " -> ".join(self.chain)
-        return f"{self.requirement} (required by {via})"
+        if not self.chain:
+            return f"{self.requirement} (requested by you)"
+        return f"{self.requirement} (required by {' -> '.join(self.chain)})"
 
 
 @dataclass

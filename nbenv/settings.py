@@ -9,11 +9,12 @@ pip's `configuration.py` and `cli/parser.py`:
   `PIP_CONFIG_FILE` names an existing file), site (`sys.prefix/pip.conf`), `PIP_CONFIG_FILE`;
   `PIP_CONFIG_FILE=os.devnull` loads no file at all;
 - sections beat files: every `[global]` value, then `[install]`, then `PIP_*` variables;
-- an empty value unsets; list options are whitespace-separated and replace, not extend.
+- an empty value unsets; list options are whitespace-separated and replace, not extend
+  (so a value of only spaces, which pip keeps, empties a list).
 
 Plain paths (`/srv/wheels`, `~/idx`, `./wheels`) become absolute `file://` URLs when read,
 relative to the current directory as pip would take them, so downstream code sees only URLs.
-URLs keep their credentials (the HTTP client needs them); show them with `strip_credentials`.
+URLs keep their credentials (the HTTP client needs them); show them with `strip_userinfo`.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import platformdirs
 
 from nbenv.errors import PipConfigError
+from nbenv.net.auth import strip_userinfo
 
 __all__ = [
     "DEFAULT_INDEX_URL",
@@ -39,7 +40,6 @@ __all__ = [
     "normalize_location",
     "pip_config_files",
     "read_pip_settings",
-    "strip_credentials",
 ]
 
 DEFAULT_INDEX_URL = "https://pypi.org/simple"
@@ -75,7 +75,7 @@ class IndexSettings:
         origin = dict(self.sources)
 
         def line(option: str, values: Sequence[str]) -> str:
-            shown = " ".join(strip_credentials(v) for v in values) or "(none)"
+            shown = " ".join(strip_userinfo(v) for v in values) or "(none)"
             where = f"  [{origin[option]}]" if option in origin else ""
             return f"{option}: {shown}{where}"
 
@@ -87,14 +87,6 @@ class IndexSettings:
         if self.no_index:
             lines.append(line("no-index", ["true"]))
         return "\n".join(lines)
-
-
-def strip_credentials(url: str) -> str:
-    """`url` without its userinfo (`user:token@`), safe to show or log."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def normalize_location(location: str, environ: Mapping[str, str] | None = None) -> str:
@@ -154,14 +146,14 @@ def read_pip_settings(environ: Mapping[str, str] | None = None) -> IndexSettings
         raw = values.get(name, ("", ""))[0]
         return tuple(normalize_location(url, env) for url in raw.split())
 
-    index_url = normalize_location(values["index_url"][0], env) if "index_url" in values else None
+    index_url = values.get("index_url", ("", ""))[0].strip()
     no_index = False
     if "no_index" in values:
         raw, source = values["no_index"]
         no_index = _to_bool(raw, source)
     option_names = {v: k for k, v in _OPTIONS.items() if k != "pypi-url"}
     return IndexSettings(
-        index_url=index_url or DEFAULT_INDEX_URL,
+        index_url=normalize_location(index_url, env) if index_url else DEFAULT_INDEX_URL,
         extra_index_urls=urls("extra_index_urls"),
         find_links=urls("find_links"),
         no_index=no_index,
@@ -191,9 +183,9 @@ def effective_indexes(
         ]
     chosen: dict[str, str] = {}  # insertion order is the search order
     for url in (normalize_location(u) for u in wanted):
-        key = strip_credentials(url).rstrip("/")
+        key = strip_userinfo(url).rstrip("/")
         kept = chosen.get(key)
-        if kept is None or (kept == strip_credentials(kept) and url != strip_credentials(url)):
+        if kept is None or (kept == strip_userinfo(kept) and url != strip_userinfo(url)):
             chosen[key] = url
     return tuple(chosen.values())
 

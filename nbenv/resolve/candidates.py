@@ -18,7 +18,14 @@ from nbenv.resolve.index import ProjectPage
 from nbenv.resolve.model import DistFile
 from nbenv.resolve.target import Target
 
-__all__ = ["Release", "TargetReleases", "files_by_version", "parse_filename", "python_ok", "releases_for_target"]
+__all__ = [
+    "Release",
+    "TargetReleases",
+    "files_by_version",
+    "parse_filename",
+    "python_ok",
+    "releases_for_target",
+]
 
 
 @dataclass(frozen=True)

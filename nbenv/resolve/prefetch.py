@@ -12,21 +12,18 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
 
 from packaging.requirements import Requirement
 from packaging.utils import NormalizedName, canonicalize_name
 
 from nbenv.report import NullReporter, Reporter
 from nbenv.resolve.candidates import TargetReleases, releases_for_target
-from nbenv.resolve.index import ProjectPage, fetch_project_page
+from nbenv.resolve.index import ProjectPage
 from nbenv.resolve.metadata import CoreMetadata, MetadataFetcher
 from nbenv.resolve.model import DistFile
 from nbenv.resolve.target import Target
 
 __all__ = ["Prefetcher", "active_dependencies"]
-
-T = TypeVar("T")
 
 
 def active_dependencies(
@@ -79,14 +76,7 @@ class Prefetcher:
             self._closed = True
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def _submit(self, fn: Callable[[], T]) -> Future[T]:
-        with self._lock:
-            self._total += 1
-        future = self._pool.submit(fn)
-        future.add_done_callback(self._count)
-        return future
-
-    def _count(self, _future: Future[object]) -> None:
+    def _count(self, _future: Future[CoreMetadata]) -> None:
         with self._lock:
             self._done += 1
             done, total = self._done, self._total
@@ -136,9 +126,11 @@ class Prefetcher:
             future = self._meta.get(file.url)
             if future is not None:
                 return future
-        future = self._submit(lambda: self._metadata.get(file))
-        with self._lock:
-            return self._meta.setdefault(file.url, future)
+            future = self._pool.submit(self._metadata.get, file)
+            self._meta[file.url] = future
+            self._total += 1
+        future.add_done_callback(self._count)  # outside the lock: it may run right here
+        return future
 
     # -- speculation ---------------------------------------------------------------------
     def speculate(self, requirement: Requirement, target: Target) -> None:
@@ -206,11 +198,11 @@ def _merge_when_done(
             remaining[0] -= 1
             if remaining[0]:
                 return
-        errors = [p.exception() for p in parts if p.exception() is not None]
-        pages = [p.result() for p in parts if p.exception() is None and p.result() is not None]
+        errors = [e for e in (p.exception() for p in parts) if e is not None]
         if errors:  # an index that fails must not silently narrow the choice
-            out.set_exception(errors[0])  # type: ignore[arg-type]
+            out.set_exception(errors[0])
             return
+        pages = [page for page in (p.result() for p in parts) if page is not None]
         if not pages:
             out.set_result(None)
             return

@@ -20,7 +20,7 @@ from nbenv.resolve.index import ACCEPT, ProjectPage, fetch_project_page
 from nbenv.resolve.metadata import MetadataFetcher
 from nbenv.resolve.model import DistFile, Resolution, ResolvedPackage
 from nbenv.resolve.prefetch import Prefetcher
-from nbenv.resolve.provider import PYTHON, PypiProvider, Req, UnknownProject
+from nbenv.resolve.provider import PYTHON, Candidate, PypiProvider, Req, UnknownProject
 from nbenv.resolve.sdist import build_wheel_from_sdist
 from nbenv.resolve.suggest import close_names, parse_project_list
 from nbenv.resolve.target import Target
@@ -101,7 +101,7 @@ class PypiResolver:
 
     def _resolve_target(self, target: Target, requirements: Sequence[Req]) -> Resolution:
         provider = PypiProvider(target, self.prefetcher, requirements, allow_pre=self.request.pre)
-        resolver: Resolver[Req, object, str] = Resolver(provider, BaseReporter())  # type: ignore[arg-type]
+        resolver: Resolver[Req, Candidate, str] = Resolver(provider, BaseReporter())
         try:
             result = resolver.resolve(requirements, max_rounds=5000)
         except ResolutionImpossible as exc:

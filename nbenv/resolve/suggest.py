@@ -88,9 +88,11 @@ def close_names(name: str, known: Iterable[str], limit: int = 3) -> list[str]:
         length = len(raw)
         if length == alias_length and canonicalize_name(raw) == alias:
             tier, ratio, candidate = _ALIAS, 1.0, alias
-        elif length < lo or length > hi:
-            continue
-        elif 2.0 * min(length - len(raw.translate(drop)), size) < cutoff * (length + size):
+        elif (
+            length < lo
+            or length > hi
+            or 2.0 * min(length - len(raw.translate(drop)), size) < cutoff * (length + size)
+        ):
             continue
         else:
             candidate = canonicalize_name(raw)
@@ -134,8 +136,11 @@ def parse_project_list(body: bytes, content_type: str, url: str = "the index roo
 
 
 def _keep(
-    ranked: list[tuple[int, float, str]], spelled: dict[str, str], limit: int,
-    entry: tuple[int, float, str], raw: str,
+    ranked: list[tuple[int, float, str]],
+    spelled: dict[str, str],
+    limit: int,
+    entry: tuple[int, float, str],
+    raw: str,
 ) -> bool:
     """Insert `entry` into the best-first `ranked` if it makes the top `limit`."""
     if entry[2] in spelled or (len(ranked) >= limit and entry >= ranked[-1]):

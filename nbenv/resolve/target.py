@@ -128,7 +128,7 @@ class Target:
     @cached_property
     def markers(self) -> dict[str, str]:
         """Marker environment for the target (PEP 508 names)."""
-        env = dict(default_environment())
+        env: dict[str, str] = {k: str(v) for k, v in default_environment().items()}
         if self.python is not None:
             major, minor = self.python_version
             env["python_version"] = f"{major}.{minor}"

@@ -1,0 +1,121 @@
+"""Every test runs with a temporary home and talks only to local index servers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import IsolatedEnv
+from support.index_server import Index, IndexServer
+from support.universe import EXTRA, MAIN, PRIVATE, Universe, build_universe
+
+# Variables that would point pip, uv, jupyter or httpx at the real machine's configuration.
+_CLEARED = ("NETRC", "JUPYTER_PATH", "JUPYTER_CONFIG_PATH", "JUPYTER_PREFER_ENV_PATH")
+_CLEARED_PREFIXES = ("PIP_", "UV_")
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> IsolatedEnv:
+    root = tmp_path / "isolated"
+    env = IsolatedEnv(
+        root=root,
+        home=root / "home",
+        nbenv_home=root / "nbenv",
+        jupyter_data=root / "jupyter" / "data",
+        jupyter_config=root / "jupyter" / "config",
+        jupyter_runtime=root / "jupyter" / "runtime",
+        xdg_config=root / "xdg" / "config",
+        xdg_data=root / "xdg" / "data",
+        xdg_cache=root / "xdg" / "cache",
+    )
+    for name in os.environ:
+        if name in _CLEARED or name.startswith(_CLEARED_PREFIXES):
+            monkeypatch.delenv(name)
+    settings = {
+        "HOME": env.home,  # ~/.netrc, ~/.config/pip, ~/.ipython all land here
+        "USERPROFILE": env.home,
+        "NBENV_HOME": env.nbenv_home,
+        "JUPYTER_DATA_DIR": env.jupyter_data,
+        "JUPYTER_CONFIG_DIR": env.jupyter_config,
+        "JUPYTER_RUNTIME_DIR": env.jupyter_runtime,
+        "IPYTHONDIR": env.home / ".ipython",
+        "XDG_CONFIG_HOME": env.xdg_config,
+        "XDG_DATA_HOME": env.xdg_data,
+        "XDG_CACHE_HOME": env.xdg_cache,
+    }
+    for name, path in settings.items():
+        path.mkdir(parents=True, exist_ok=True)
+        monkeypatch.setenv(name, str(path))
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    # A proxy configured on the machine must never see requests to the local servers.
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    return env
+
+
+@pytest.fixture(scope="session")
+def universe(tmp_path_factory: pytest.TempPathFactory) -> Universe:
+    return build_universe(tmp_path_factory.mktemp("universe"))
+
+
+# Session servers; tests use the function-scoped fixtures below, which reset them first.
+
+
+@pytest.fixture(scope="session")
+def session_index(universe: Universe) -> Iterator[IndexServer]:
+    server = universe.serve(MAIN)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def session_extra_index(universe: Universe) -> Iterator[IndexServer]:
+    server = universe.serve(EXTRA)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def session_auth_index(universe: Universe) -> Iterator[IndexServer]:
+    server = universe.serve(PRIVATE)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def index(session_index: IndexServer) -> IndexServer:
+    """The main index (JSON and HTML), reset: empty log, default knobs, original files."""
+    session_index.reset()
+    return session_index
+
+
+@pytest.fixture
+def extra_index(session_extra_index: IndexServer) -> IndexServer:
+    """A second index with `extraonly` 1.0 and `alpha` 3.0, reset."""
+    session_extra_index.reset()
+    return session_extra_index
+
+
+@pytest.fixture
+def auth_index(session_auth_index: IndexServer) -> IndexServer:
+    """An index behind basic auth (alice / s3cret) serving `private` 1.0, reset."""
+    session_auth_index.reset()
+    return session_auth_index
+
+
+@pytest.fixture
+def make_index() -> Iterator[Callable[..., IndexServer]]:
+    """Start a throwaway server: `make_index(Index | None, **knobs)`; stopped after the test."""
+    started: list[IndexServer] = []
+
+    def make(index: Index | None = None, **knobs: Any) -> IndexServer:
+        server = IndexServer(index, **knobs).start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()

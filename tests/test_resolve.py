@@ -1,0 +1,245 @@
+"""The PyPI resolver against the local index: semantics, metadata paths, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from support.index_server import IndexServer
+from support.universe import AUTH
+
+from nbenv.errors import (
+    ConflictError,
+    IndexAccessError,
+    NoCompatibleDistributionError,
+    NoMatchingVersionError,
+    OfflineMissingError,
+    ProjectNotFoundError,
+)
+from nbenv.resolve.cache import CachePolicy
+from nbenv.resolve.model import Resolution
+from nbenv.resolve.pypi import PypiResolver, resolve
+from nbenv.settings import IndexSettings
+from nbenv.spec import parse_request
+
+
+def run(
+    index: IndexServer,
+    *args: str,
+    policy: CachePolicy = CachePolicy.DEFAULT,
+    extra: tuple[str, ...] = (),
+) -> list[Resolution]:
+    request = parse_request([*args, "--index-url", index.url])
+    return resolve(request, policy=policy, settings=IndexSettings(extra_index_urls=extra))
+
+
+def chosen(resolution: Resolution) -> dict[str, str]:
+    return {p.name: str(p.version) for p in resolution.packages}
+
+
+def test_transitive_resolution_with_pep658_and_range_reads(index: IndexServer) -> None:
+    (result,) = run(index, "alpha", "beta")
+    assert chosen(result) == {"alpha": "2.0", "beta": "1.0", "gamma": "1.1"}
+    # alpha has PEP 658 metadata: no byte of its wheel is read
+    assert index.count("/files/alpha-2.0-py3-none-any.whl.metadata") == 1
+    assert not [r for r in index.requests("/files/alpha-2.0-py3") if r.range]
+    # beta has none: its METADATA comes from range requests, never the whole 300 KB wheel
+    beta = index.requests("/files/beta-1.0-py3-none-any.whl")
+    ranged = [r for r in beta if r.path.endswith(".whl")]
+    assert ranged and all(r.range for r in ranged)
+    # the PEP 658 probe (the index does not say) went out alongside the first range read
+    assert [r.status for r in beta if r.path.endswith(".metadata")] == [404]
+
+
+def test_yanked_release_is_skipped_unless_pinned(index: IndexServer) -> None:
+    (result,) = run(index, "gamma")
+    assert chosen(result) == {"gamma": "1.1"}
+    (pinned,) = run(index, "gamma==2.0")
+    assert chosen(pinned) == {"gamma": "2.0"}
+
+
+def test_only_yanked_releases_left_says_so(index: IndexServer) -> None:
+    with pytest.raises(NoMatchingVersionError) as info:
+        run(index, "gamma>=2")
+    assert "yanked (broken build)" in str(info.value)
+    assert "pin one exactly with ==" in str(info.value)
+
+
+def test_extras_and_markers_follow_the_target(index: IndexServer) -> None:
+    (result,) = run(index, "withextras[fast,docs]", "--python", "3.11")
+    assert chosen(result) == {
+        "alpha": "2.0",
+        "beta": "1.0",
+        "gamma": "1.1",
+        "withextras": "1.0",
+    }
+    (old,) = run(index, "withextras", "--python", "3.9", "--platform", "win_amd64")
+    assert chosen(old) == {"alpha": "2.0", "oldpy": "1.0", "winonly": "1.0", "withextras": "1.0"}
+
+
+def test_requires_python_picks_an_older_release(index: IndexServer) -> None:
+    (new,) = run(index, "newpy", "--python", "3.12")
+    (old,) = run(index, "newpy", "--python", "3.11")
+    assert chosen(new) == {"newpy": "2.0"}
+    assert chosen(old) == {"newpy": "1.0"}
+
+
+def test_prereleases_only_when_asked_or_nothing_else(index: IndexServer) -> None:
+    assert chosen(run(index, "prerel")[0]) == {"prerel": "1.0"}
+    assert chosen(run(index, "prerel", "--pre")[0]) == {"prerel": "2.0b1"}
+    assert chosen(run(index, "prerel>=2.0b1")[0]) == {"prerel": "2.0b1"}
+    assert chosen(run(index, "onlypre")[0]) == {"onlypre": "1.0a1"}
+
+
+def test_best_wheel_by_tag_priority_for_each_target(index: IndexServer) -> None:
+    results = run(
+        index,
+        "native",
+        "--python", "3.9", "--python", "3.12",
+        "--platform", "manylinux_2_28_x86_64", "--platform", "macosx_11_0_arm64",
+    )  # fmt: skip
+    files = {(r.target.python, r.target.platform): r.packages[0].file.filename for r in results}
+    assert files == {
+        ("3.9", "manylinux_2_28_x86_64"):
+            "native-1.0-cp39-cp39-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+        ("3.9", "macosx_11_0_arm64"): "native-0.9-py3-none-any.whl",
+        ("3.12", "manylinux_2_28_x86_64"): "native-0.9-py3-none-any.whl",
+        ("3.12", "macosx_11_0_arm64"): "native-1.0-cp312-cp312-macosx_11_0_arm64.whl",
+    }  # fmt: skip
+
+
+def test_no_wheel_for_the_platform_lists_what_exists(index: IndexServer) -> None:
+    with pytest.raises(NoCompatibleDistributionError) as info:
+        run(index, "nativeonly", "--python", "3.11", "--platform", "manylinux_2_28_x86_64")
+    message = str(info.value)
+    assert message.startswith(
+        "No distribution of 'nativeonly' matching 'nativeonly' is usable on "
+        "Python 3.11 on manylinux_2_28_x86_64.\nFiles that exist:\n"
+    )
+    assert "nativeonly-1.0-cp312-cp312-macosx_11_0_arm64.whl" in message
+    assert "nativeonly-1.0-cp313-cp313-win_amd64.whl" in message
+
+
+def test_conflict_names_both_sides_and_their_chains(index: IndexServer) -> None:
+    with pytest.raises(ConflictError) as info:
+        run(index, "top")
+    error = info.value
+    assert error.project == "shared"
+    assert str(error) == (
+        "Cannot find a version of 'shared' that satisfies every requirement:\n"
+        "  - shared<2 (required by top 1.0 -> left 1.0)\n"
+        "  - shared>=2 (required by top 1.0 -> middle 1.0 -> right 1.0)\n"
+        "Loosen one of these requirements, or pin versions that agree."
+    )
+
+
+def test_direct_conflict_between_user_requirements(index: IndexServer) -> None:
+    with pytest.raises(ConflictError) as info:
+        run(index, "left", "shared>=2")
+    message = str(info.value)
+    assert "shared>=2 (requested by you)" in message
+    assert "shared<2 (required by left 1.0)" in message
+
+
+def test_unknown_project_suggests_close_names(index: IndexServer) -> None:
+    with pytest.raises(ProjectNotFoundError) as info:
+        run(index, "alpah")
+    assert str(info.value) == (
+        f"No project named 'alpah' was found on {index.url}. Did you mean: alpha?"
+    )
+
+
+def test_no_matching_version_lists_available(index: IndexServer) -> None:
+    with pytest.raises(NoMatchingVersionError) as info:
+        run(index, "alpha>=5")
+    assert str(info.value) == "No version of 'alpha' matches 'alpha>=5' (available: 2.0, 1.0)."
+
+
+def test_sdist_only_release_is_built_once(index: IndexServer, isolated_env: object) -> None:
+    (first,) = run(index, "sdistonly")
+    assert chosen(first) == {"alpha": "2.0", "sdistonly": "0.5"}
+    assert first.packages[1].file.filename == "sdistonly-0.5.tar.gz"
+    index.clear_log()
+    (again,) = run(index, "sdistonly", policy=CachePolicy.REFRESH)
+    assert chosen(again) == chosen(first)
+    assert index.count("/files/sdistonly") == 0  # metadata came from the cache
+
+
+def test_html_only_index(index: IndexServer) -> None:
+    index.formats = {"html"}
+    (result,) = run(index, "alpha", "beta")
+    assert chosen(result) == {"alpha": "2.0", "beta": "1.0", "gamma": "1.1"}
+
+
+def test_extra_index_url_adds_projects_and_versions(
+    index: IndexServer, extra_index: IndexServer
+) -> None:
+    (result,) = run(index, "alpha", "extraonly", extra=(extra_index.url,))
+    assert chosen(result) == {"alpha": "3.0", "extraonly": "1.0"}
+    files = {p.name: p.file for p in result.packages}
+    assert files["alpha"].index == extra_index.url
+
+
+def test_basic_auth_from_url_never_leaks(auth_index: IndexServer) -> None:
+    user, password = AUTH
+    url = auth_index.url.replace("://", f"://{user}:{password}@")
+    (result,) = resolve(parse_request(["private", "--index-url", url]), settings=IndexSettings())
+    assert chosen(result) == {"private": "1.0"}
+    assert password not in repr(result)
+
+
+def test_basic_auth_from_netrc(auth_index: IndexServer, isolated_env: object) -> None:
+    user, password = AUTH
+    netrc = Path.home() / ".netrc"
+    netrc.write_text(f"machine 127.0.0.1 login {user} password {password}\n")
+    netrc.chmod(0o600)
+    (result,) = run(auth_index, "private")
+    assert chosen(result) == {"private": "1.0"}
+
+
+def test_missing_credentials_say_what_to_do(auth_index: IndexServer) -> None:
+    with pytest.raises(IndexAccessError) as info:
+        run(auth_index, "private")
+    assert "refused access" in str(info.value)
+    assert "~/.netrc" in str(info.value)
+
+
+def test_transient_errors_are_retried(index: IndexServer) -> None:
+    index.fail("/simple/alpha/", 503, 503)
+    (result,) = run(index, "alpha")
+    assert chosen(result) == {"alpha": "2.0"}
+
+
+def test_offline_uses_the_cache_or_lists_what_is_missing(index: IndexServer) -> None:
+    run(index, "alpha")
+    index.clear_log()
+    (result,) = run(index, "alpha", policy=CachePolicy.OFFLINE)
+    assert chosen(result) == {"alpha": "2.0"}
+    assert index.count() == 0
+    with pytest.raises(OfflineMissingError) as info:
+        run(index, "beta", policy=CachePolicy.OFFLINE)
+    assert f"index page {index.url}beta/" in str(info.value)
+    assert index.count() == 0
+
+
+def test_warm_cache_makes_no_request_and_refresh_refetches_pages(index: IndexServer) -> None:
+    run(index, "alpha", "beta")
+    index.clear_log()
+    run(index, "alpha", "beta")
+    assert index.count() == 0
+    run(index, "alpha", "beta", policy=CachePolicy.REFRESH)
+    assert index.count("/simple/") == 3
+    assert index.count("/files/") == 0  # metadata is immutable: never refetched
+
+
+def test_metadata_is_fetched_in_parallel(index: IndexServer) -> None:
+    index.latency = 0.2
+    request = parse_request(["alpha", "beta", "prerel", "newpy", "--index-url", index.url])
+    with PypiResolver(request, settings=IndexSettings()) as session:
+        import time
+
+        start = time.perf_counter()
+        session.resolve()
+        elapsed = time.perf_counter() - start
+    sequential = index.count() * 0.2
+    assert elapsed < sequential / 2, (elapsed, sequential)
