@@ -4,13 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from nbenv.interpreters import Interpreter
 
 __all__ = [
     "ConflictError",
+    "DownloadError",
+    "HashMismatchError",
     "IndexAccessError",
+    "KernelSpecError",
     "LockFileError",
     "NbenvError",
     "NoCompatibleDistributionError",
+    "NoInterpreterError",
+    "OfflineFetchError",
     "OfflineMissingError",
     "PipConfigError",
     "ProjectNotFoundError",
@@ -162,3 +171,80 @@ class PipConfigError(NbenvError):
         self.source = source
         self.reason = reason
         super().__init__(f"pip configuration {source}: {reason}")
+
+
+class NoInterpreterError(NbenvError):
+    """No Python interpreter matches `--python` (a version like 3.12, or a path)."""
+
+    def __init__(self, requested: str, found: Sequence[Interpreter] = (), reason: str = "") -> None:
+        self.requested = requested
+        self.found = tuple(found)
+        self.reason = reason
+        if reason:  # a path that is not a usable interpreter
+            lines = [f"Cannot use {requested} as the Python interpreter: {reason}."]
+            lines.append("Pass the path of a python executable, or a version: --python 3.12")
+        else:
+            lines = [f"No Python {requested} interpreter was found."]
+            if self.found:
+                lines.append("Interpreters found:")
+                newest_first = sorted(self.found, key=lambda i: i.version, reverse=True)
+                lines += [f"  {interpreter.describe()}" for interpreter in newest_first]
+            else:
+                lines.append("No Python interpreter was found on PATH or in pyenv.")
+            lines.append(
+                f"Install one (for example `pyenv install {requested}` or "
+                f"`uv python install {requested}`), or pass its path: "
+                f"--python /path/to/python{requested}"
+            )
+        super().__init__("\n".join(lines))
+
+
+class KernelSpecError(NbenvError):
+    """A kernelspec could not be installed or removed (permissions, a name we do not own)."""
+
+    def __init__(self, kernel_name: str, path: str, reason: str) -> None:
+        self.kernel_name = kernel_name
+        self.path = path
+        self.reason = reason
+        super().__init__(f"Kernel {kernel_name!r} ({path}): {reason}")
+
+
+class DownloadError(IndexAccessError):
+    """A file a lock names could not be downloaded (the URL never carries credentials)."""
+
+    def __init__(self, filename: str, url: str, reason: str) -> None:
+        self.filename = filename
+        self.url = url
+        self.reason = reason
+        NbenvError.__init__(self, f"Could not download {filename} from {url}: {reason}")
+
+
+class HashMismatchError(NbenvError):
+    """A downloaded file is not the one the lock records; it was deleted, never used."""
+
+    def __init__(self, filename: str, url: str, expected: str, actual: str) -> None:
+        self.filename = filename
+        self.url = url
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"{filename} downloaded from {url} does not match the lock:\n"
+            f"  expected sha256 {expected}\n"
+            f"  got      sha256 {actual}\n"
+            "The download was deleted. The index served different bytes than the lock records; "
+            "re-lock with `nbenv lock --refresh` if the release was replaced, otherwise report "
+            "it to the index."
+        )
+
+
+class OfflineFetchError(OfflineMissingError):
+    """`--offline` was asked and the download cache lacks files a lock needs."""
+
+    def __init__(self, missing: Sequence[str]) -> None:
+        self.missing = tuple(missing)
+        listing = "\n".join(f"  {item}" for item in self.missing)
+        NbenvError.__init__(
+            self,
+            "Cannot build offline: the download cache does not hold\n"
+            f"{listing}\nRun once without --offline to download them.",
+        )

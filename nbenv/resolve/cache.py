@@ -30,7 +30,8 @@ class CachedPage:
     url: str
     content_type: str
     body: bytes
-    fetched: float
+    sha256: str  # of body, so nobody hashes megabytes of JSON again
+    fresh: bool  # usable without asking the index again, under the policy
 
 
 def _key(text: str) -> str:
@@ -61,9 +62,11 @@ class ResolveCache:
         key = _key(url)
         return self.root / "pages" / key[:2] / key
 
-    def get_page(self, url: str) -> CachedPage | None:
-        """A cached page usable under the policy (refresh: never; offline: any age)."""
-        if self.policy is CachePolicy.REFRESH:
+    def get_page(self, url: str, *, stale_ok: bool = False) -> CachedPage | None:
+        """A cached page usable under the policy (refresh: never; offline: any age).
+
+        `stale_ok` returns any copy, whatever the policy: good enough to guess from."""
+        if self.policy is CachePolicy.REFRESH and not stale_ok:
             return None
         path = self._page_path(url)
         try:
@@ -75,18 +78,29 @@ class ResolveCache:
             meta = json.loads(header)
         except ValueError:
             return None  # a torn or foreign file is a miss, never an error
-        page = CachedPage(meta["url"], meta["content_type"], body, float(meta["fetched"]))
-        if self.policy is CachePolicy.DEFAULT and time.time() - page.fetched > self.page_ttl:
+        expired = time.time() - float(meta["fetched"]) > self.page_ttl
+        fresh = self.policy is CachePolicy.OFFLINE or (
+            self.policy is CachePolicy.DEFAULT and not expired
+        )
+        if not fresh and not stale_ok:
             return None
-        return page
+        digest = meta.get("sha256") or hashlib.sha256(body).hexdigest()
+        return CachedPage(meta["url"], meta["content_type"], body, digest, fresh)
 
     def put_page(
         self, url: str, content_type: str, body: bytes, final_url: str | None = None
-    ) -> None:
-        """Store under the requested `url`; `final_url` (after redirects) resolves links."""
-        meta = {"url": final_url or url, "content_type": content_type, "fetched": time.time()}
-        header = json.dumps(meta)
-        _atomic_write(self._page_path(url), header.encode() + b"\n" + body)
+    ) -> str:
+        """Store under the requested `url`; `final_url` (after redirects) resolves links.
+        Returns the body's sha256."""
+        digest = hashlib.sha256(body).hexdigest()
+        meta = {
+            "url": final_url or url,
+            "content_type": content_type,
+            "fetched": time.time(),
+            "sha256": digest,
+        }
+        _atomic_write(self._page_path(url), json.dumps(meta).encode() + b"\n" + body)
+        return digest
 
     def _metadata_path(self, key: str) -> Path:
         return self.root / "metadata" / key[:2] / key
@@ -99,6 +113,19 @@ class ResolveCache:
 
     def put_metadata(self, key: str, data: bytes) -> None:
         _atomic_write(self._metadata_path(key), data)
+
+    def _summary_path(self, key: str) -> Path:
+        return self.root / "summaries" / key[:2] / key
+
+    def get_summary(self, key: str) -> bytes | None:
+        """Derived data keyed by the hash of what it was derived from (never stale)."""
+        try:
+            return self._summary_path(key).read_bytes()
+        except OSError:
+            return None
+
+    def put_summary(self, key: str, data: bytes) -> None:
+        _atomic_write(self._summary_path(key), data)
 
     @staticmethod
     def metadata_key(url: str, sha256: str | None) -> str:

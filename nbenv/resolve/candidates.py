@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -14,6 +17,7 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
+from nbenv.resolve.cache import ResolveCache
 from nbenv.resolve.index import ProjectPage
 from nbenv.resolve.model import DistFile
 from nbenv.resolve.target import Target
@@ -94,9 +98,51 @@ def parse_filename(filename: str) -> tuple[NormalizedName, Version, frozenset[st
     return name, version, None
 
 
-def releases_for_target(page: ProjectPage, target: Target) -> TargetReleases:
-    """Usable releases, newest first. Incompatible wheels are dropped on their tags before
-    anything else is parsed: big projects list thousands of files for other platforms."""
+def releases_for_target(
+    page: ProjectPage, target: Target, cache: ResolveCache | None = None
+) -> TargetReleases:
+    """Usable releases, newest first.
+
+    Computed once per (page content, target) and kept in `cache`: a warm resolve then reads a
+    few hundred entries instead of parsing thousands of files for other platforms.
+    """
+    key = hashlib.sha256(f"{_SUMMARY_FORMAT}\0{page.digest}\0{target.fingerprint}".encode())
+    if cache is not None:
+        data = cache.get_summary(key.hexdigest())
+        if data is not None:
+            try:
+                return TargetReleases(page, _load_summary(page.name, data))
+            except (ValueError, KeyError, TypeError):
+                pass  # a summary from another nbenv version: compute it again
+    usable = _compute(page, target)
+    if cache is not None:
+        cache.put_summary(key.hexdigest(), _dump_summary(usable))
+    return TargetReleases(page, usable)
+
+
+_SUMMARY_FORMAT = 1
+
+
+def _dump_summary(releases: tuple[Release, ...]) -> bytes:
+    rows = []
+    for release in releases:
+        file = dataclasses.asdict(release.file)
+        rows.append([str(release.version), file])
+    return json.dumps(rows, separators=(",", ":")).encode()
+
+
+def _load_summary(name: NormalizedName, data: bytes) -> tuple[Release, ...]:
+    out = []
+    for version, fields in json.loads(data):
+        fields["hashes"] = tuple(tuple(pair) for pair in fields["hashes"])
+        fields["core_metadata_hashes"] = tuple(tuple(p) for p in fields["core_metadata_hashes"])
+        file = DistFile(**fields)
+        out.append(Release(name, Version(version), file, yanked=file.yanked is not None))
+    return tuple(out)
+
+
+def _compute(page: ProjectPage, target: Target) -> tuple[Release, ...]:
+    # Incompatible wheels are dropped on their tags before anything else is parsed.
     best: dict[Version, tuple[tuple[int, int, int], DistFile]] = {}
     tag_rank = target.tag_rank
     for file in page.files:
@@ -117,11 +163,10 @@ def releases_for_target(page: ProjectPage, target: Target) -> TargetReleases:
         current = best.get(version)
         if current is None or key < current[0]:
             best[version] = (key, file)
-    usable = tuple(
+    return tuple(
         Release(page.name, version, file, yanked=file.yanked is not None)
         for version, (_key, file) in sorted(best.items(), reverse=True)
     )
-    return TargetReleases(page, usable)
 
 
 def files_by_version(page: ProjectPage) -> dict[Version, list[DistFile]]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urldefrag, urljoin
@@ -17,7 +19,7 @@ from nbenv.net.http import HttpClient
 from nbenv.resolve.cache import CachePolicy, ResolveCache
 from nbenv.resolve.model import DistFile
 
-__all__ = ["ProjectPage", "fetch_project_page", "parse_project_page", "project_url"]
+__all__ = ["PageSource", "ProjectPage", "fetch_project_page", "parse_project_page", "project_url"]
 
 ACCEPT = (
     "application/vnd.pypi.simple.v1+json, "
@@ -27,10 +29,38 @@ _JSON = "application/vnd.pypi.simple.v1+json"
 
 
 @dataclass(frozen=True)
+class PageSource:
+    """One index's answer for a project, kept as bytes: parsed only when needed."""
+
+    index: str  # credentials stripped
+    url: str  # final page URL, for relative links
+    content_type: str
+    body: bytes
+    sha256: str  # of body
+
+
+@dataclass(frozen=True)
 class ProjectPage:
+    """A project's files across every index that lists it.
+
+    Parsing thousands of file entries is the slow part of a warm resolve, so it happens
+    lazily: the resolver usually reads a per-target summary keyed by `digest` instead.
+    """
+
     name: NormalizedName
-    index: str
-    files: tuple[DistFile, ...]
+    sources: tuple[PageSource, ...]
+
+    @cached_property
+    def digest(self) -> str:
+        h = hashlib.sha256(self.name.encode())
+        for source in self.sources:
+            h.update(b"\0" + source.index.encode() + b"\0" + source.url.encode() + b"\0")
+            h.update(source.sha256.encode())
+        return h.hexdigest()
+
+    @cached_property
+    def files(self) -> tuple[DistFile, ...]:
+        return tuple(f for source in self.sources for f in _parse_source(source))
 
 
 def project_url(index_url: str, name: str) -> str:
@@ -161,20 +191,27 @@ def _parse_html(body: str, page_url: str, index: str) -> list[DistFile]:
     return files
 
 
-def parse_project_page(
-    name: str, body: bytes, content_type: str, page_url: str, index: str
-) -> ProjectPage:
-    """Parse a project page; `index` is recorded on every file (credentials stripped)."""
-    clean_index = strip_userinfo(index)
-    page = strip_userinfo(page_url)
+def _parse_source(source: PageSource) -> list[DistFile]:
     try:
-        if content_type == _JSON or content_type.endswith("+json"):
-            files = _parse_json(json.loads(body), page, clean_index)
-        else:
-            files = _parse_html(body.decode("utf-8", "replace"), page, clean_index)
+        if source.content_type == _JSON or source.content_type.endswith("+json"):
+            return _parse_json(json.loads(source.body), source.url, source.index)
+        return _parse_html(source.body.decode("utf-8", "replace"), source.url, source.index)
     except (ValueError, KeyError, TypeError) as exc:
-        raise IndexAccessError(redact(page), f"malformed index page ({exc})") from None
-    return ProjectPage(canonicalize_name(name), clean_index, tuple(files))
+        raise IndexAccessError(redact(source.url), f"malformed index page ({exc})") from None
+
+
+def parse_project_page(
+    name: str,
+    body: bytes,
+    content_type: str,
+    page_url: str,
+    index: str,
+    sha256: str | None = None,
+) -> ProjectPage:
+    """A project page from one index; `index` is recorded on every file (credentials stripped)."""
+    digest = sha256 or hashlib.sha256(body).hexdigest()
+    source = PageSource(strip_userinfo(index), strip_userinfo(page_url), content_type, body, digest)
+    return ProjectPage(canonicalize_name(name), (source,))
 
 
 def fetch_project_page(
@@ -195,10 +232,11 @@ def fetch_project_page(
         if not 200 <= response.status < 300:
             raise IndexAccessError(url, f"HTTP {response.status}")
         content_type = response.content_type or "text/html"
-        cache.put_page(url, content_type, response.content, final_url=response.url)
+        digest = cache.put_page(url, content_type, response.content, final_url=response.url)
         body, final_url = response.content, response.url
     else:
         if cached.content_type == "not-found":
             return None
         content_type, body, final_url = cached.content_type, cached.body, cached.url
-    return parse_project_page(name, body, content_type, final_url, index_url)
+        digest = cached.sha256
+    return parse_project_page(name, body, content_type, final_url, index_url, digest)

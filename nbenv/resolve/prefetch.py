@@ -54,7 +54,9 @@ class Prefetcher:
         workers: int = 24,
         reporter: Reporter | None = None,
         allow_pre: bool = False,
+        stale_page: Callable[[NormalizedName], ProjectPage | None] | None = None,
     ) -> None:
+        self._stale_page = stale_page
         self._fetch_page = fetch_page
         self.indexes = tuple(indexes)
         self._metadata = metadata
@@ -115,7 +117,7 @@ class Prefetcher:
         with self._lock:
             cached = self._releases.get(key)
         if cached is None:
-            cached = releases_for_target(page, target)
+            cached = releases_for_target(page, target, self._metadata.cache)
             with self._lock:
                 self._releases[key] = cached
         return cached
@@ -142,6 +144,13 @@ class Prefetcher:
                 return
             self._walked.add(key)
         page = self.page(name)
+        if not page.done() and self._stale_page is not None:
+            # Walk on with the copy from an earlier run while the fresh page is on its way:
+            # the dependencies' pages are then requested at once instead of level by level.
+            stale = self._stale_page(name)
+            if stale is not None:
+                self._walk(releases_for_target(stale, target, self._metadata.cache),
+                           requirement, target)  # fmt: skip
         page.add_done_callback(lambda _f: self._after_page(requirement, target))
 
     def _after_page(self, requirement: Requirement, target: Target) -> None:
@@ -149,8 +158,10 @@ class Prefetcher:
             releases = self.releases(canonicalize_name(requirement.name), target)
         except Exception:
             return  # the resolver will meet the same failure and report it properly
-        if releases is None:
-            return
+        if releases is not None:
+            self._walk(releases, requirement, target)
+
+    def _walk(self, releases: TargetReleases, requirement: Requirement, target: Target) -> None:
         spec = requirement.specifier
         pick = next(
             (
@@ -206,8 +217,7 @@ def _merge_when_done(
         if not pages:
             out.set_result(None)
             return
-        files = tuple(f for page in pages for f in page.files)
-        out.set_result(ProjectPage(name, pages[0].index, files))
+        out.set_result(ProjectPage(name, tuple(s for page in pages for s in page.sources)))
 
     for part in parts:
         part.add_done_callback(finish)

@@ -16,7 +16,7 @@ from nbenv.paths import cache_dir
 from nbenv.report import NullReporter, Reporter
 from nbenv.resolve.cache import CachePolicy, ResolveCache
 from nbenv.resolve.explain import explain_impossible
-from nbenv.resolve.index import ACCEPT, ProjectPage, fetch_project_page
+from nbenv.resolve.index import ACCEPT, PageSource, ProjectPage, fetch_project_page, project_url
 from nbenv.resolve.metadata import MetadataFetcher
 from nbenv.resolve.model import DistFile, Resolution, ResolvedPackage
 from nbenv.resolve.prefetch import Prefetcher
@@ -60,6 +60,7 @@ class PypiResolver:
             workers=workers,
             reporter=self.reporter,
             allow_pre=request.pre,
+            stale_page=None if policy is CachePolicy.OFFLINE else self._stale_page,
         )
 
     def close(self) -> None:
@@ -77,6 +78,19 @@ class PypiResolver:
     def _fetch_page(self, index: str, name: NormalizedName) -> ProjectPage | None:
         return fetch_project_page(self.client, self.cache, index, name)
 
+    def _stale_page(self, name: NormalizedName) -> ProjectPage | None:
+        """The project's pages from any earlier run, however old (a guess to walk ahead)."""
+        sources = []
+        for index in self.indexes:
+            cached = self.cache.get_page(project_url(strip_userinfo(index), name), stale_ok=True)
+            if cached is None or cached.fresh or cached.content_type == "not-found":
+                return None  # fresh: the real answer is as quick as this guess
+            source = PageSource(
+                strip_userinfo(index), cached.url, cached.content_type, cached.body, cached.sha256
+            )
+            sources.append(source)
+        return ProjectPage(name, tuple(sources))
+
     def _build_sdist(self, file: DistFile, content: bytes) -> Path:
         digest = file.sha256 or hashlib.sha256(content).hexdigest()
         path = self.cache_root / "sdists" / digest / file.filename
@@ -85,7 +99,6 @@ class PypiResolver:
             tmp = path.with_name(path.name + ".part")
             tmp.write_bytes(content)
             tmp.replace(path)
-        self.reporter.note(f"building a wheel from {file.filename} (no wheel on the index)")
         return build_wheel_from_sdist(
             path, self.cache_root, sdist_sha256=digest, indexes=self.indexes, reporter=self.reporter
         )

@@ -6,6 +6,7 @@ manylinux_2_28_x86_64` on a 3.11 machine); markers and wheel tags are computed f
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import re
 import sys
@@ -174,6 +175,12 @@ class Target:
     def tag_rank(self) -> dict[str, int]:
         """`tag_priority` keyed by "interpreter-abi-platform" strings (fast lookups)."""
         return {str(tag): rank for tag, rank in self.tag_priority.items()}
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Identifies what this target accepts (python version and tags), for caches."""
+        text = self.python_full_version + "\n" + "\n".join(self.tag_rank)
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def marker_expression(self) -> str:
         """A PEP 508 marker that is true on this target (for multi-target locks)."""
