@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from support.index_server import IndexServer
-from support.universe import AUTH
+from support.index_server import Index, IndexServer
+from support.universe import AUTH, Universe
+from support.wheels import build_wheel, sha256_file
 
 from nbenv.errors import (
     ConflictError,
@@ -243,3 +247,106 @@ def test_metadata_is_fetched_in_parallel(index: IndexServer) -> None:
         elapsed = time.perf_counter() - start
     sequential = index.count() * 0.2
     assert elapsed < sequential / 2, (elapsed, sequential)
+
+
+def test_relative_file_urls_are_joined_to_the_page(index: IndexServer) -> None:
+    index.relative_urls = True
+    (result,) = run(index, "beta")
+    assert chosen(result) == {"beta": "1.0", "gamma": "1.1"}
+    assert result.packages[0].file.url == index.file_url("beta-1.0-py3-none-any.whl")
+
+
+def test_server_without_ranges_falls_back_to_the_whole_wheel(index: IndexServer) -> None:
+    index.no_range = True
+    (result,) = run(index, "beta")
+    assert chosen(result) == {"beta": "1.0", "gamma": "1.1"}
+    wheel = [r for r in index.requests("/files/beta-1.0-py3-none-any.whl") if r.status == 200]
+    assert [r.path for r in wheel] == ["/files/beta-1.0-py3-none-any.whl"]
+
+
+def test_persistent_server_error_names_the_url(index: IndexServer) -> None:
+    index.fail("/simple/alpha/", 500, 500, 500, 500, 500)
+    with pytest.raises(IndexAccessError) as info:
+        run(index, "alpha")
+    assert str(info.value) == f"Could not read {index.url}alpha/: HTTP 500 after 4 tries"
+
+
+def test_bytes_that_do_not_match_the_index_hash_are_refused(
+    make_index: Callable[..., IndexServer], tmp_path: Path
+) -> None:
+    wheel = build_wheel(tmp_path, "tampered", "1.0")
+    listing = Index()
+    listing.add(wheel)  # the index records this file's sha256...
+    build_wheel(tmp_path, "tampered", "1.0", requires_dist=["evil"])  # ...then it changes
+    server = make_index(listing, no_range=True)
+    with pytest.raises(IndexAccessError) as info:
+        run(server, "tampered")
+    assert str(info.value).startswith(
+        f"Could not read {server.file_url('tampered-1.0-py3-none-any.whl')}: sha256 mismatch: "
+        "the index says "
+    )
+
+
+def test_requires_python_known_only_from_metadata(
+    make_index: Callable[..., IndexServer], tmp_path: Path
+) -> None:
+    listing = Index()
+    listing.add(build_wheel(tmp_path, "picky", "2.0", requires_python=">=3.12"), requires_python="")
+    listing.add(build_wheel(tmp_path, "picky", "1.0"), requires_python="")
+    server = make_index(listing)
+    assert chosen(run(server, "picky", "--python", "3.11")[0]) == {"picky": "1.0"}
+    assert chosen(run(server, "picky", "--python", "3.12")[0]) == {"picky": "2.0"}
+    with pytest.raises(ConflictError) as info:
+        run(server, "picky>=2", "--python", "3.11")
+    assert "Requires-Python >=3.12 (required by picky 2.0)" in str(info.value)
+    assert "The target is Python 3.11" in str(info.value)
+
+
+def test_pip_settings_from_environment_and_config(
+    index: IndexServer, extra_index: IndexServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PIP_INDEX_URL", index.url)
+    request = parse_request(["alpha", "extraonly"])
+    config = tmp_path / "pip.conf"
+    config.write_text(f"[global]\nextra-index-url = {extra_index.url}\n")
+    monkeypatch.setenv("PIP_CONFIG_FILE", str(config))
+    (result,) = resolve(request)
+    assert chosen(result) == {"alpha": "3.0", "extraonly": "1.0"}
+    assert index.count("/simple/alpha/") == 1
+
+
+def test_file_index_and_find_links(
+    universe: Universe, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # pip allows file:// indexes (this machine's pip config has some) and find-links folders
+    simple = tmp_path / "simple"
+    for project in ("alpha", "beta"):
+        (simple / project).mkdir(parents=True)
+        links = "".join(
+            f'<a href="{f.path.as_uri()}">{f.filename}</a>\n'
+            for f in universe.entries()
+            if f.filename.startswith(project + "-")
+        )
+        (simple / project / "index.html").write_text(f"<html><body>{links}</body></html>")
+    monkeypatch.setenv("PIP_INDEX_URL", simple.as_uri())
+    monkeypatch.setenv("PIP_FIND_LINKS", str(universe.folder()))
+    (result,) = resolve(parse_request(["alpha", "beta"]))
+    # a find-links folder knows nothing of yanking (as with pip): gamma 2.0 is a candidate
+    assert chosen(result) == {"alpha": "2.0", "beta": "1.0", "gamma": "2.0"}
+    assert next(p for p in result.packages if p.name == "alpha").file.index == simple.as_uri()
+    gamma = next(p for p in result.packages if p.name == "gamma")
+    assert gamma.file.url.startswith("file://")
+    assert gamma.file.sha256 == sha256_file(universe.path(gamma.file.filename))
+
+
+def test_concurrent_processes_share_one_cache(index: IndexServer, tmp_path: Path) -> None:
+    argv = ["lock", "withextras[fast,docs]", "sdistonly", "--index-url", index.url]
+    code = f"import sys; from nbenv.cli import main; sys.exit(main({argv!r}))"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0]
+    assert outputs[0] == outputs[1] == outputs[2]
+    assert "sdistonly" in outputs[0]

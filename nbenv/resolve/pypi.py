@@ -9,13 +9,14 @@ from pathlib import Path
 from packaging.utils import NormalizedName
 from resolvelib import BaseReporter, ResolutionImpossible, ResolutionTooDeep, Resolver
 
-from nbenv.errors import NbenvError, OfflineMissingError, ProjectNotFoundError
+from nbenv.errors import NbenvError, OfflineMissingError, ProjectNotFoundError, UsageError
 from nbenv.net.auth import Credentials, strip_userinfo
 from nbenv.net.http import HttpClient
 from nbenv.paths import cache_dir
 from nbenv.report import NullReporter, Reporter
 from nbenv.resolve.cache import CachePolicy, ResolveCache
 from nbenv.resolve.explain import explain_impossible
+from nbenv.resolve.flat import FlatLinks
 from nbenv.resolve.index import ACCEPT, PageSource, ProjectPage, fetch_project_page, project_url
 from nbenv.resolve.metadata import MetadataFetcher
 from nbenv.resolve.model import DistFile, Resolution, ResolvedPackage
@@ -48,14 +49,21 @@ class PypiResolver:
         self.reporter = reporter or NullReporter()
         settings = settings if settings is not None else read_pip_settings()
         self.indexes = effective_indexes(request.index_url, request.extra_index_urls, settings)
+        self.find_links = settings.find_links
         self._own_client = client is None
         self.client = client or HttpClient(credentials=Credentials(self.indexes))
         self.cache_root = cache_root or cache_dir()
         self.cache = ResolveCache(self.cache_root / "resolve", policy)
         self.metadata = MetadataFetcher(self.client, self.cache, self._build_sdist)
+        self.flat = FlatLinks(self.client, self.cache, self.find_links)
+        if not self.indexes and not self.find_links:
+            raise UsageError(
+                "No package index to search: pip's configuration says no-index and gives no "
+                "find-links; pass --index-url URL"
+            )
         self.prefetcher = Prefetcher(
             self._fetch_page,
-            self.indexes,
+            (*self.indexes, *self.find_links),
             self.metadata,
             workers=workers,
             reporter=self.reporter,
@@ -76,12 +84,14 @@ class PypiResolver:
         self.close()
 
     def _fetch_page(self, index: str, name: NormalizedName) -> ProjectPage | None:
+        if index in self.find_links:
+            return self.flat.page(index, name)
         return fetch_project_page(self.client, self.cache, index, name)
 
     def _stale_page(self, name: NormalizedName) -> ProjectPage | None:
         """The project's pages from any earlier run, however old (a guess to walk ahead)."""
         sources = []
-        for index in self.indexes:
+        for index in self.indexes:  # find-links are local or cheap: they are not guessed
             cached = self.cache.get_page(project_url(strip_userinfo(index), name), stale_ok=True)
             if cached is None or cached.fresh or cached.content_type == "not-found":
                 return None  # fresh: the real answer is as quick as this guess
