@@ -14,18 +14,24 @@ __all__ = [
     "DownloadError",
     "HashMismatchError",
     "IndexAccessError",
+    "InstallConflictError",
+    "InstallError",
+    "InvalidWheelError",
     "KernelSpecError",
     "LockFileError",
     "NbenvError",
     "NoCompatibleDistributionError",
     "NoInterpreterError",
+    "NoMatchingVersionError",
     "OfflineFetchError",
     "OfflineMissingError",
     "PipConfigError",
     "ProjectNotFoundError",
     "SdistBuildError",
     "SpecError",
+    "UnsafeWheelError",
     "UsageError",
+    "VenvCreationError",
 ]
 
 
@@ -248,3 +254,53 @@ class OfflineFetchError(OfflineMissingError):
             "Cannot build offline: the download cache does not hold\n"
             f"{listing}\nRun once without --offline to download them.",
         )
+
+
+class InstallError(NbenvError):
+    """Putting files into an environment failed; the half-built env must be discarded."""
+
+
+class InvalidWheelError(InstallError):
+    """A wheel breaks the wheel format (RECORD, WHEEL, .dist-info) and is refused."""
+
+    def __init__(self, wheel: str, reason: str) -> None:
+        self.wheel = wheel
+        self.reason = reason
+        super().__init__(f"Cannot install {wheel}: {reason}")
+
+
+class UnsafeWheelError(InvalidWheelError):
+    """A wheel names a file outside the environment (`../x`, `/x`, `C:x`); nothing was written."""
+
+    def __init__(self, wheel: str, member: str) -> None:
+        self.member = member
+        super().__init__(
+            wheel,
+            f"it names {member!r}, which would be written outside the environment. "
+            "The wheel is refused and nothing from it was written; report it to its publisher.",
+        )
+
+
+class InstallConflictError(InstallError):
+    """Two wheels (or a wheel and the env itself) would write one path with different bytes."""
+
+    def __init__(self, path: str, wheels: Sequence[str]) -> None:
+        self.path = path
+        self.wheels = tuple(wheels)
+        if len(self.wheels) > 1:
+            message = (
+                f"{' and '.join(self.wheels)} both install {path} with different contents; "
+                "they cannot share one environment. Drop one of the packages, or pin versions "
+                "that do not overlap."
+            )
+        else:
+            message = f"{self.wheels[0]} would overwrite {path}, which is already in the environment."
+        super().__init__(message)
+
+
+class VenvCreationError(InstallError):
+    def __init__(self, python: str, output: str) -> None:
+        self.python = python
+        self.output = output
+        tail = "\n".join(output.strip().splitlines()[-20:])
+        super().__init__(f"`{python} -m venv` could not create an environment:\n{tail}")

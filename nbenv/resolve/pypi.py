@@ -44,8 +44,11 @@ class PypiResolver:
         reporter: Reporter | None = None,
         settings: IndexSettings | None = None,
         workers: int = 24,
+        targets: Sequence[Target] | None = None,
     ) -> None:
         self.request = request
+        # an env build knows its interpreter exactly; a lock names X.Y only
+        self.targets = tuple(targets) if targets else request.targets
         self.reporter = reporter or NullReporter()
         settings = settings if settings is not None else read_pip_settings()
         self.indexes = effective_indexes(request.index_url, request.extra_index_urls, settings)
@@ -116,11 +119,11 @@ class PypiResolver:
     # -- resolution ----------------------------------------------------------------------
     def resolve(self) -> list[Resolution]:
         requirements = [Req.from_requirement(r) for r in self.request.requirements]
-        for target in self.request.targets:
+        for target in self.targets:
             for requirement in self.request.requirements:
                 self.prefetcher.speculate(requirement, target)
         self.reporter.stage("resolving")
-        return [self._resolve_target(target, requirements) for target in self.request.targets]
+        return [self._resolve_target(target, requirements) for target in self.targets]
 
     def _resolve_target(self, target: Target, requirements: Sequence[Req]) -> Resolution:
         provider = PypiProvider(target, self.prefetcher, requirements, allow_pre=self.request.pre)
@@ -193,8 +196,9 @@ def resolve(
     policy: CachePolicy = CachePolicy.DEFAULT,
     reporter: Reporter | None = None,
     settings: IndexSettings | None = None,
+    targets: Sequence[Target] | None = None,
 ) -> list[Resolution]:
-    """Resolve every target of `request`; raises NbenvError subclasses on failure."""
+    """Resolve every target of `request` (or `targets`); raises NbenvError subclasses."""
     with PypiResolver(
         request,
         client=client,
@@ -202,5 +206,6 @@ def resolve(
         policy=policy,
         reporter=reporter,
         settings=settings,
+        targets=targets,
     ) as session:
         return session.resolve()

@@ -104,6 +104,8 @@ class Target:
 
     python: str | None = None
     platform: str | None = None
+    # The exact X.Y.Z when a real interpreter is known (building an env); otherwise X.Y.0.
+    patch: int | None = None
 
     def __post_init__(self) -> None:
         if self.python is not None and not _PYTHON.match(self.python):
@@ -133,11 +135,12 @@ class Target:
         if self.python is not None:
             major, minor = self.python_version
             env["python_version"] = f"{major}.{minor}"
-            # The patch level is unknown; the lowest one is what `requires-python` checks.
-            env["python_full_version"] = f"{major}.{minor}.0"
+            # The patch level is unknown unless given; the lowest one is the safe guess.
+            full = f"{major}.{minor}.{self.patch or 0}"
+            env["python_full_version"] = full
             env["implementation_name"] = "cpython"
             env["platform_python_implementation"] = "CPython"
-            env["implementation_version"] = f"{major}.{minor}.0"
+            env["implementation_version"] = full
         if self.platform is not None:
             env.update(platform_markers(self.platform))
             env["platform_release"] = ""

@@ -1,0 +1,276 @@
+"""Jupyter kernelspecs for nbenv environments, installed through jupyter_client.
+
+A spec has a concrete argv (the env's python running ipykernel_launcher), so it works in every
+front end: Lab, Notebook, VS Code, nbconvert, papermill. `metadata.nbenv` says which env it
+belongs to; that key is how nbenv tells its specs from everyone else's, and it never holds a
+credential (requirements and paths go through `redact`).
+
+Kernel names are `nbenv-<name>-<id12>` or `nbenv-<id12>`: the last twelve characters are
+always the env id's prefix, so two envs never share a kernel name, and the same env (and
+name) always gets the same one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.kernelspec import KernelSpecManager
+
+from nbenv.errors import KernelSpecError, UsageError
+from nbenv.net.auth import redact
+
+__all__ = [
+    "KERNEL_PREFIX",
+    "KernelSpecInfo",
+    "display_name",
+    "install_kernelspec",
+    "kernel_name",
+    "nbenv_kernelspecs",
+    "orphaned_kernelspecs",
+    "remove_kernelspec",
+]
+
+KERNEL_PREFIX = "nbenv-"
+_ID_CHARS = 12  # 48 bits of the env id: collisions need millions of envs
+_NAME_CHARS = 40
+_VALID = re.compile(r"^[a-z0-9._-]+$")  # jupyter_client's rule (it lowercases first)
+_SHORT_ID = 8  # in display names, where a person reads it
+
+# jupyter_client logs through traitlets' logger, which would print warnings to stderr;
+# the core never prints, so its messages go to our logger, silent unless an app configures it.
+_log = logging.getLogger(__name__)
+_log.addHandler(logging.NullHandler())
+
+
+@dataclass(frozen=True)
+class KernelSpecInfo:
+    """An installed nbenv kernelspec, as read from its kernel.json."""
+
+    name: str  # the kernel name: the spec's directory name
+    resource_dir: Path
+    display_name: str
+    env_id: str
+    env_name: str | None
+    env_dir: Path | None
+    python: Path | None  # argv[0]
+    requirements: tuple[str, ...]
+    lock_path: Path | None
+    env_exists: bool  # when read: env_dir is a directory and the python in argv exists
+
+
+def kernel_name(env_id: str, name: str | None) -> str:
+    """`nbenv-ml-demo-1a2b3c4d5e6f` for a named env, `nbenv-1a2b3c4d5e6f` otherwise."""
+    ident = re.sub(r"[^a-z0-9]", "", env_id.lower())[:_ID_CHARS]
+    if not ident:
+        raise ValueError(f"env id {env_id!r} has no letters or digits")
+    slug = _slug(name) if name else ""
+    return f"{KERNEL_PREFIX}{slug}-{ident}" if slug else f"{KERNEL_PREFIX}{ident}"
+
+
+def display_name(python_version: str, name: str | None, env_id: str) -> str:
+    """What the kernel picker shows: `Python 3.11 · nbenv: ml-demo`."""
+    label = (name or "").strip() or env_id[:_SHORT_ID]
+    return f"Python {python_version} · nbenv: {label}"
+
+
+def install_kernelspec(
+    *,
+    env_dir: Path,
+    python: Path,
+    env_id: str,
+    name: str | None,
+    python_version: str,
+    requirements: Sequence[str],
+    lock_path: Path | None,
+    user: bool = True,
+    prefix: str | None = None,
+    sys_prefix: bool = False,
+) -> KernelSpecInfo:
+    """Install (or replace) the kernelspec of an env, as `ipykernel install` would with
+    `--user` (the default), `--prefix PREFIX` or `--sys-prefix` (this process's prefix).
+    `user=False` without a prefix installs system-wide."""
+    if prefix is not None and sys_prefix:
+        raise UsageError("--prefix and --sys-prefix cannot be used together")
+    if sys_prefix:
+        prefix = sys.prefix
+    kname = kernel_name(env_id, name)
+    # absolute but never resolved: a venv's python is a symlink to the base interpreter,
+    # and only the venv's path starts Python inside the venv
+    python_path = os.path.abspath(python)
+    spec: dict[str, Any] = {
+        "argv": [python_path, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": redact(display_name(python_version, name, env_id)),
+        "language": "python",
+        "interrupt_mode": "signal",
+        # Keep frozen modules (faster start; ipykernel's own install turns them off for
+        # the debugger) and silence debugpy's warning about them, as ipykernel does then.
+        "env": {"PYDEVD_DISABLE_FILE_VALIDATION": "1"},
+        "metadata": {
+            "debugger": True,
+            "nbenv": {
+                "env_id": env_id,
+                "name": redact(name) if name is not None else None,
+                "python_version": python_version,
+                "requirements": [redact(r) for r in requirements],
+                "lock_path": redact(os.path.abspath(lock_path)) if lock_path else None,
+                "env_dir": redact(os.path.abspath(env_dir)),
+            },
+        },
+    }
+    manager = _manager()
+    with tempfile.TemporaryDirectory(prefix="nbenv-kernel-") as tmp:
+        # a subdirectory: copytree keeps modes, and the temp dir itself is private (0700)
+        source = Path(tmp) / kname
+        source.mkdir()
+        _copy_logos(source)
+        text = json.dumps(spec, indent=1, ensure_ascii=False) + "\n"
+        (source / "kernel.json").write_text(text, encoding="utf-8")
+        try:
+            destination = manager.install_kernel_spec(
+                str(source), kname, user=user and prefix is None, prefix=prefix
+            )
+        except OSError as exc:
+            where = exc.filename or prefix or "the kernels directory"
+            raise KernelSpecError(kname, str(where), _reason(exc)) from None
+    info = _read_spec(Path(destination))
+    assert info is not None  # we just wrote it
+    return info
+
+
+def nbenv_kernelspecs(*, prefixes: Iterable[str] = ()) -> list[KernelSpecInfo]:
+    """Every installed nbenv spec in Jupyter's kernel dirs (plus `PREFIX/share/jupyter/kernels`
+    for each of `prefixes`), highest priority first. A name shadowed by another dir is listed
+    once per dir: gc must see every copy."""
+    found = []
+    for kernels_dir in _kernel_dirs(prefixes):
+        try:
+            entries = sorted(kernels_dir.iterdir())
+        except OSError:
+            continue
+        for entry in entries:
+            info = _read_spec(entry)
+            if info is not None:
+                found.append(info)
+    return found
+
+
+def orphaned_kernelspecs(*, prefixes: Iterable[str] = ()) -> list[KernelSpecInfo]:
+    """nbenv specs whose env is gone: what `gc` removes."""
+    return [info for info in nbenv_kernelspecs(prefixes=prefixes) if not info.env_exists]
+
+
+def remove_kernelspec(spec: str | KernelSpecInfo, *, prefixes: Iterable[str] = ()) -> list[Path]:
+    """Remove one spec (a KernelSpecInfo), or every nbenv spec of that kernel name; returns
+    the directories removed (empty when there was none). Specs nbenv did not create are
+    never removed: naming one raises KernelSpecError."""
+    if isinstance(spec, KernelSpecInfo):
+        name, targets = spec.name, [spec.resource_dir]
+    else:
+        name = spec
+        targets = [i.resource_dir for i in nbenv_kernelspecs(prefixes=prefixes) if i.name == name]
+        if not targets:
+            foreign = [d / name for d in _kernel_dirs(prefixes) if (d / name).is_dir()]
+            if foreign:
+                raise KernelSpecError(
+                    name,
+                    str(foreign[0]),
+                    "not created by nbenv; remove it with `jupyter kernelspec remove`",
+                )
+    removed = []
+    for target in targets:
+        try:
+            if target.is_symlink():
+                target.unlink()
+            elif target.is_dir():
+                shutil.rmtree(target)
+            else:
+                continue
+        except OSError as exc:
+            raise KernelSpecError(name, str(target), _reason(exc)) from None
+        removed.append(target)
+    return removed
+
+
+def _manager() -> KernelSpecManager:
+    return KernelSpecManager(log=_log)
+
+
+def _kernel_dirs(prefixes: Iterable[str]) -> list[Path]:
+    dirs = [Path(d) for d in _manager().kernel_dirs]
+    dirs += [Path(p, "share", "jupyter", "kernels") for p in prefixes]
+    unique: dict[str, Path] = {}
+    for d in dirs:
+        unique.setdefault(os.path.realpath(d), d)
+    return list(unique.values())
+
+
+def _read_spec(resource_dir: Path) -> KernelSpecInfo | None:
+    """The spec in `resource_dir` if it is a readable nbenv spec, else None."""
+    if not _VALID.match(resource_dir.name):
+        return None  # jupyter_client would not list it either
+    try:
+        data = json.loads((resource_dir / "kernel.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    meta = data.get("metadata") if isinstance(data, dict) else None
+    nb = meta.get("nbenv") if isinstance(meta, dict) else None
+    if not isinstance(nb, dict):
+        return None
+    argv = data.get("argv")
+    python = Path(argv[0]) if isinstance(argv, list) and argv and isinstance(argv[0], str) else None
+    env_dir = _path_or_none(nb.get("env_dir"))
+    requirements = nb.get("requirements")
+    return KernelSpecInfo(
+        name=resource_dir.name,
+        resource_dir=resource_dir,
+        display_name=str(data.get("display_name", resource_dir.name)),
+        env_id=str(nb.get("env_id", "")),
+        env_name=nb["name"] if isinstance(nb.get("name"), str) else None,
+        env_dir=env_dir,
+        python=python,
+        requirements=tuple(str(r) for r in requirements) if isinstance(requirements, list) else (),
+        lock_path=_path_or_none(nb.get("lock_path")),
+        env_exists=bool(env_dir and env_dir.is_dir() and python and python.exists()),
+    )
+
+
+def _path_or_none(value: object) -> Path | None:
+    return Path(value) if isinstance(value, str) and value else None
+
+
+def _slug(name: str) -> str:
+    # "Café ML!" -> "cafe-ml": accents folded, anything else outside the rule becomes "-"
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9._-]+", "-", ascii_name.lower())
+    slug = re.sub(r"-{2,}", "-", slug).strip("-._")
+    return slug[:_NAME_CHARS].rstrip("-._")
+
+
+def _copy_logos(target: Path) -> None:
+    """ipykernel's logos, so the picker shows the Python logo; skipped when unavailable."""
+    found = importlib.util.find_spec("ipykernel")  # found, not imported: it is heavy
+    locations = list(found.submodule_search_locations or []) if found else []
+    if not locations:
+        return
+    for logo in sorted(Path(locations[0], "resources").glob("logo-*")):
+        with contextlib.suppress(OSError):  # a spec without a logo still works
+            shutil.copyfile(logo, target / logo.name)
+
+
+def _reason(exc: OSError) -> str:
+    if isinstance(exc, PermissionError):
+        return "permission denied (install with --user, or choose a --prefix you can write)"
+    return exc.strerror or str(exc)

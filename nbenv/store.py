@@ -1,0 +1,264 @@
+"""The environment store: NBENV_HOME/envs/<env id>, built once, shared, never half-built.
+
+envs/<id>/                 a complete environment (it only appears by atomic rename)
+envs/<id>/nbenv-env.json   its record: request, interpreter, created (written before
+                           the rename, so a directory without it is not an env)
+envs/<id>/pylock.toml      the lock it was built from
+envs/.build-<id>-<random>/ a build in progress (or a killed one, removed by gc)
+envs/.<id>.lock            held while <id> is built, so a second creator waits
+names/<name>.json          a human name -> env id
+requests/<key>.json        a request already resolved -> env id (no network next time)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import filelock
+
+from nbenv.errors import NbenvError, UsageError
+from nbenv.paths import nbenv_home
+
+__all__ = ["EnvRecord", "Store", "in_use"]
+
+RECORD = "nbenv-env.json"
+LOCK_FILE = "pylock.toml"
+_LAST_USED = ".nbenv-last-used"
+
+
+@dataclass(frozen=True)
+class EnvRecord:
+    env_id: str
+    name: str | None
+    requirements: tuple[str, ...]
+    python: str  # X.Y.Z of the env's interpreter
+    base_interpreter: str  # the interpreter the venv was made from
+    created: float
+    indexes: tuple[str, ...] = ()  # credentials stripped
+    kernel_name: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> EnvRecord:
+        data: dict[str, Any] = json.loads(text)
+        data["requirements"] = tuple(data.get("requirements", ()))
+        data["indexes"] = tuple(data.get("indexes", ()))
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class Store:
+    def __init__(self, home: Path | None = None) -> None:
+        self.home = home or nbenv_home()
+        self.envs = self.home / "envs"
+        self.names = self.home / "names"
+        self.requests = self.home / "requests"
+
+    # -- lookups ---------------------------------------------------------------------------
+    def path(self, env_id: str) -> Path:
+        return self.envs / env_id
+
+    def exists(self, env_id: str) -> bool:
+        return (self.path(env_id) / RECORD).is_file()
+
+    def record(self, env_id: str) -> EnvRecord:
+        try:
+            return EnvRecord.from_json((self.path(env_id) / RECORD).read_text())
+        except (OSError, ValueError, TypeError) as exc:
+            raise NbenvError(f"Environment {env_id} has no readable record ({exc})") from None
+
+    def env_ids(self) -> list[str]:
+        if not self.envs.is_dir():
+            return []
+        return sorted(p.name for p in self.envs.iterdir() if (p / RECORD).is_file())
+
+    def resolve_ref(self, ref: str) -> str:
+        """An env id, a unique id prefix, or a name -> env id."""
+        alias = self.alias(ref)
+        if alias is not None and self.exists(alias):
+            return alias
+        ids = self.env_ids()
+        if ref in ids:
+            return ref
+        matches = [i for i in ids if i.startswith(ref)] if len(ref) >= 4 else []
+        if len(matches) == 1:
+            return matches[0]
+        known = ", ".join(sorted(self.aliases())) or "none"
+        if len(matches) > 1:
+            raise UsageError(f"{ref!r} matches several environments: {', '.join(matches)}")
+        raise UsageError(
+            f"No environment named or with id {ref!r}. Names: {known}. See `nbenv list`."
+        )
+
+    # -- names and request shortcuts ------------------------------------------------------
+    def alias(self, name: str) -> str | None:
+        return _read_id(self.names / f"{name}.json")
+
+    def aliases(self) -> dict[str, str]:
+        if not self.names.is_dir():
+            return {}
+        out = {}
+        for path in sorted(self.names.glob("*.json")):
+            env_id = _read_id(path)
+            if env_id is not None:
+                out[path.stem] = env_id
+        return out
+
+    def set_alias(self, name: str, env_id: str) -> None:
+        _write_json(self.names / f"{name}.json", {"env_id": env_id})
+
+    def remove_aliases_of(self, env_id: str) -> list[str]:
+        removed = [n for n, i in self.aliases().items() if i == env_id]
+        for name in removed:
+            (self.names / f"{name}.json").unlink(missing_ok=True)
+        return removed
+
+    def remembered(self, request_key: str) -> str | None:
+        """The env a request resolved to before, if it still exists (no network needed)."""
+        env_id = _read_id(self.requests / f"{request_key}.json")
+        return env_id if env_id is not None and self.exists(env_id) else None
+
+    def remember(self, request_key: str, env_id: str) -> None:
+        _write_json(self.requests / f"{request_key}.json", {"env_id": env_id})
+
+    # -- building ---------------------------------------------------------------------------
+    @contextmanager
+    def building(self, env_id: str) -> Iterator[Path | None]:
+        """Hold the env's build lock. Yields a fresh build dir, or None if the env exists
+        (another process may just have built it while we waited for the lock)."""
+        self.envs.mkdir(parents=True, exist_ok=True)
+        with filelock.FileLock(str(self.envs / f".{env_id}.lock")):
+            if self.exists(env_id):
+                yield None
+                return
+            stale = self.path(env_id)
+            if stale.exists():  # a directory without a record: a foreign or broken leftover
+                shutil.rmtree(stale, ignore_errors=True)
+            build = self.envs / f".build-{env_id}-{secrets.token_hex(4)}"
+            build.mkdir()
+            try:
+                yield build
+            except BaseException:
+                shutil.rmtree(build, ignore_errors=True)
+                raise
+            if build.exists():  # the caller did not commit: nothing half-built survives
+                shutil.rmtree(build, ignore_errors=True)
+
+    def commit(self, build: Path, record: EnvRecord) -> Path:
+        """Write the record and move the build into place: the env now exists, whole."""
+        (build / RECORD).write_text(record.to_json())
+        final = self.path(record.env_id)
+        os.rename(build, final)
+        self.touch(record.env_id)
+        return final
+
+    # -- use and removal --------------------------------------------------------------------
+    def touch(self, env_id: str) -> None:
+        marker = self.path(env_id) / _LAST_USED
+        # a read-only store still works; only `gc --older-than` loses precision
+        with contextlib.suppress(OSError):
+            marker.touch()
+
+    def last_used(self, env_id: str) -> float:
+        path = self.path(env_id)
+        for candidate in (path / _LAST_USED, path / RECORD):
+            try:
+                return candidate.stat().st_mtime
+            except OSError:
+                continue
+        return 0.0
+
+    def remove(self, env_id: str) -> None:
+        """Remove an env: renamed away first, so it stops being an env at once."""
+        path = self.path(env_id)
+        if not path.exists():
+            return
+        trash = self.envs / f".trash-{env_id}-{secrets.token_hex(4)}"
+        os.rename(path, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+        self.remove_aliases_of(env_id)
+
+    def leftovers(self, older_than: float = 3600.0) -> list[Path]:
+        """Build and trash dirs from killed processes (nobody holds their lock)."""
+        if not self.envs.is_dir():
+            return []
+        out = []
+        now = time.time()
+        for path in self.envs.iterdir():
+            if not path.name.startswith((".build-", ".trash-")):
+                continue
+            env_id = path.name.split("-")[1]
+            lock = filelock.FileLock(str(self.envs / f".{env_id}.lock"))
+            try:
+                lock.acquire(timeout=0)
+            except filelock.Timeout:
+                continue  # a build is running right now
+            try:
+                if path.name.startswith(".trash-") or now - path.stat().st_mtime > older_than:
+                    out.append(path)
+            finally:
+                lock.release()
+        return out
+
+    def size(self, env_id: str, seen: set[tuple[int, int]] | None = None) -> tuple[int, int]:
+        """(bytes on disk counting every hardlinked file once, bytes unique to this env)."""
+        seen = set() if seen is None else seen
+        total = unique = 0
+        for root, _dirs, files in os.walk(self.path(env_id)):
+            for name in files:
+                try:
+                    st = os.lstat(os.path.join(root, name))
+                except OSError:
+                    continue
+                key = (st.st_dev, st.st_ino)
+                if key in seen:
+                    continue
+                seen.add(key)
+                total += st.st_size
+                if st.st_nlink == 1:
+                    unique += st.st_size
+        return total, unique
+
+
+def _read_id(path: Path) -> str | None:
+    try:
+        value = json.loads(path.read_text()).get("env_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def in_use(env_dir: Path) -> list[int]:
+    """Pids of processes running from `env_dir` (a kernel started from the env)."""
+    import psutil  # type: ignore[import-untyped]
+
+    prefix = str(env_dir.resolve()) + os.sep
+    pids = []
+    for proc in psutil.process_iter(["exe", "cmdline"]):
+        try:
+            exe = proc.info["exe"] or ""
+            argv0 = (proc.info["cmdline"] or [""])[0]
+        except (psutil.Error, IndexError):
+            continue
+        if exe.startswith(prefix) or argv0.startswith(str(env_dir) + os.sep):
+            pids.append(proc.pid)
+    return pids
