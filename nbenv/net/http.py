@@ -6,8 +6,9 @@ it a local index and nothing else reaches the network. It is safe to share betwe
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -19,10 +20,11 @@ from nbenv import __version__
 from nbenv.errors import IndexAccessError
 from nbenv.net.auth import Credentials, redact, split_credentials
 
-__all__ = ["HttpClient", "HttpResponse"]
+__all__ = ["DownloadResult", "HttpClient", "HttpResponse"]
 
 _RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _TRANSIENT = (httpx.TransportError,)
+_CHUNK = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,17 @@ class HttpResponse:
     @property
     def content_type(self) -> str:
         return self.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    """What `HttpClient.download` did. `status` 200 or 206: the body is in the file;
+    any other status: nothing was written (the file may have been emptied by a restart)."""
+
+    url: str  # final URL, without credentials
+    status: int
+    size: int  # bytes in the file now
+    resumed_from: int = 0  # bytes kept from before this call (0: written from the start)
 
 
 class HttpClient:
@@ -111,11 +124,132 @@ class HttpClient:
             raise IndexAccessError(redact(split_credentials(url)[0]), f"HTTP {response.status}")
         return response
 
+    def download(
+        self,
+        url: str,
+        dest: Path,
+        *,
+        headers: Mapping[str, str] | None = None,
+        on_chunk: Callable[[int, bytes], None] | None = None,
+    ) -> DownloadResult:
+        """Stream `url` into `dest`, continuing after the bytes `dest` already holds.
+
+        A non-empty `dest` is resumed with `Range: bytes=N-` when the server answers 206,
+        otherwise rewritten from the start. Transient failures, also mid-body, are retried
+        with backoff and continue where they stopped. `on_chunk(offset, data)` sees every
+        byte written, in order; offset 0 after earlier bytes means the file restarted.
+        Other non-2xx statuses are returned, as `get` does.
+        """
+        clean, inline = split_credentials(url)
+        if clean.startswith("file:"):
+            return _copy_file(clean, dest, on_chunk)
+        auth = inline or self.credentials.for_url(clean)
+        kept = _size(dest)  # bytes from before this call still in the file
+        attempt = 0
+        high_water = kept
+        while True:
+            offset = _size(dest)
+            request_headers = {**(headers or {}), "Accept-Encoding": "identity"}
+            if offset:
+                request_headers["Range"] = f"bytes={offset}-"
+            try:
+                with self._client.stream(
+                    "GET", clean, headers=request_headers, auth=auth
+                ) as response:
+                    status = response.status_code
+                    final = redact(str(response.url))
+                    if status in _RETRY_STATUS:
+                        if attempt >= self.retries:
+                            raise IndexAccessError(
+                                redact(clean), f"HTTP {status} after {attempt + 1} tries"
+                            )
+                    elif status == 200 or (status == 206 and _range_start(response) == offset):
+                        if status == 200:
+                            offset = kept = 0
+                        size = _write_body(response, dest, offset, on_chunk)
+                        return DownloadResult(final, status, size, kept)
+                    elif status in (206, 416) and offset:
+                        dest.write_bytes(b"")  # the part does not fit the file: start over
+                        kept = 0
+                        continue
+                    elif status == 206:
+                        raise IndexAccessError(final, "HTTP 206 to a request for the whole file")
+                    else:
+                        return DownloadResult(final, status, offset, kept)
+            except _TRANSIENT as exc:
+                if attempt >= self.retries:
+                    raise IndexAccessError(redact(clean), _describe(exc)) from None
+                if _size(dest) > high_water:  # a broken stream that made progress
+                    high_water = _size(dest)
+                    attempt = 0
+            time.sleep(self.backoff * (2**attempt))
+            attempt += 1
+
 
 def _describe(exc: Exception) -> str:
     name = type(exc).__name__
     text = redact(str(exc))
     return f"{name}: {text}" if text else name
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _range_start(response: httpx.Response) -> int | None:
+    unit, _, spec = response.headers.get("content-range", "").partition(" ")
+    first = spec.partition("-")[0]
+    return int(first) if unit.lower() == "bytes" and first.isdigit() else None
+
+
+def _write_body(
+    response: httpx.Response,
+    dest: Path,
+    offset: int,
+    on_chunk: Callable[[int, bytes], None] | None,
+) -> int:
+    # Raw bytes: the lock's hash is of the file as stored, never of a decoded body. No
+    # re-chunking: what arrived before a broken connection must reach the file.
+    with dest.open("r+b" if offset else "wb") as out:
+        out.seek(offset)
+        out.truncate()
+        for chunk in response.iter_raw():
+            out.write(chunk)
+            if on_chunk is not None:
+                on_chunk(offset, chunk)
+            offset += len(chunk)
+    return offset
+
+
+def _copy_file(
+    url: str, dest: Path, on_chunk: Callable[[int, bytes], None] | None
+) -> DownloadResult:
+    path = Path(url2pathname(unquote(urlsplit(url).path)))
+    try:
+        source = path.open("rb")
+    except (FileNotFoundError, IsADirectoryError):
+        return DownloadResult(url, 404, _size(dest))
+    except OSError as exc:
+        raise IndexAccessError(url, str(exc)) from None
+    with source:
+        total = os.fstat(source.fileno()).st_size
+        offset = _size(dest)
+        if offset > total:
+            offset = 0
+        source.seek(offset)
+        with dest.open("r+b" if offset else "wb") as out:
+            out.seek(offset)
+            out.truncate()
+            position = offset
+            while chunk := source.read(_CHUNK):
+                out.write(chunk)
+                if on_chunk is not None:
+                    on_chunk(position, chunk)
+                position += len(chunk)
+    return DownloadResult(url, 206 if offset else 200, position, offset)
 
 
 def _read_file(url: str, headers: Mapping[str, str]) -> HttpResponse:

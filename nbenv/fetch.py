@@ -1,0 +1,279 @@
+"""Downloads for building environments: parallel, hash-verified, content-addressed.
+
+    cache_root/files/<sha[:2]>/<sha>/<filename>        verified files only (moved in by rename)
+    cache_root/files/<sha[:2]>/<sha>/<filename>.part   a download under way, or a killed one's
+    cache_root/files/<sha[:2]>/<sha>/.lock             one downloader per file, across threads
+                                                       and processes
+
+A file enters the cache only after its sha256 matched the lock, so a cached file is trusted
+by name and size and never re-hashed. A `.part` left by a killed process is continued with
+an HTTP range request (after re-hashing what it holds), or restarted when the server does not
+do ranges. The lock is an OS file lock, so a dead holder never blocks anyone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+from collections.abc import Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+import filelock
+
+from nbenv.errors import (
+    DownloadError,
+    HashMismatchError,
+    IndexAccessError,
+    NbenvError,
+    OfflineFetchError,
+)
+from nbenv.net.auth import redact
+from nbenv.net.http import HttpClient
+from nbenv.report import NullReporter, Reporter
+
+__all__ = ["Artifact", "Fetcher"]
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_READ = 1024 * 1024
+_STAGE = "downloading"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One file a lock names. The URL comes from the lock and carries no credentials;
+    they come from the client's Credentials (index URLs, netrc)."""
+
+    filename: str
+    url: str
+    sha256: str
+    size: int | None = None
+
+    def __post_init__(self) -> None:
+        # Locks travel with notebooks: a crafted name must not write outside the cache.
+        name = self.filename
+        if name in ("", ".", "..") or name != Path(name).name or "\\" in name:
+            raise NbenvError(f"Refusing to download {self.filename!r}: not a plain file name")
+        if not _SHA256.fullmatch(self.sha256.lower()):
+            raise NbenvError(f"{self.filename}: {self.sha256!r} is not a sha256 hex digest")
+        object.__setattr__(self, "sha256", self.sha256.lower())
+
+
+class _Cancelled(Exception):
+    """Another download failed or the caller was interrupted; the `.part` stays resumable."""
+
+
+class _Progress:
+    """Bytes done over all files of one `fetch`, reported from worker threads."""
+
+    def __init__(self, reporter: Reporter, total: int | None) -> None:
+        self._reporter = reporter
+        self._total = total
+        self._done = 0
+        self._per_file: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def set(self, sha256: str, done: int) -> None:
+        with self._lock:
+            self._done += done - self._per_file.get(sha256, 0)
+            self._per_file[sha256] = done
+            self._reporter.progress(_STAGE, self._done, self._total)
+
+
+class Fetcher:
+    """Thread-safe; several fetchers (and processes) may share one cache root."""
+
+    def __init__(
+        self,
+        client: HttpClient,
+        cache_root: Path,
+        *,
+        workers: int = 16,
+        reporter: Reporter | None = None,
+        offline: bool = False,
+        lock_timeout: float = 3600.0,
+    ) -> None:
+        self.client = client
+        self.root = cache_root / "files"
+        self.workers = max(1, workers)
+        self.reporter = reporter or NullReporter()
+        self.offline = offline
+        self.lock_timeout = lock_timeout  # how long to wait for another process's download
+
+    def path_for(self, artifact: Artifact) -> Path:
+        """Where the verified file lives once fetched."""
+        sha = artifact.sha256
+        return self.root / sha[:2] / sha / artifact.filename
+
+    def cached(self, artifact: Artifact) -> Path | None:
+        path = self.path_for(artifact)
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return None
+        return path if artifact.size is None or size == artifact.size else None
+
+    def fetch(self, artifacts: Sequence[Artifact]) -> dict[str, Path]:
+        """sha256 -> verified local path for every artifact, downloading what is missing."""
+        unique: dict[str, Artifact] = {}
+        for artifact in artifacts:
+            unique.setdefault(artifact.sha256, artifact)  # same bytes: one file, one download
+        found: dict[str, Path] = {}
+        missing: list[Artifact] = []
+        for sha, artifact in unique.items():
+            path = self.cached(artifact)
+            if path is None:
+                missing.append(artifact)
+            else:
+                found[sha] = path
+        if not missing:
+            return found
+        if self.offline:
+            raise OfflineFetchError([f"{a.filename} ({redact(a.url)})" for a in missing])
+        self.reporter.stage(_STAGE)
+        sizes = [a.size for a in missing]
+        total = None if None in sizes else sum(s for s in sizes if s is not None)
+        progress = _Progress(self.reporter, total)
+        # Largest first: the long downloads start at once instead of trailing at the end.
+        order = sorted(missing, key=lambda a: -(a.size or 0))
+        cancel = threading.Event()
+        with ThreadPoolExecutor(min(self.workers, len(order)), "nbenv-fetch") as pool:
+            futures = {pool.submit(self._fetch_one, a, progress, cancel): a for a in order}
+            try:
+                wait(futures, return_when=FIRST_EXCEPTION)
+            finally:
+                cancel.set()  # after a failure (or Ctrl-C): stop the others at their next chunk
+                for future in futures:
+                    future.cancel()
+        errors = {futures[f].sha256: f.exception() for f in futures if not f.cancelled()}
+        for artifact in missing:  # report the first failure in the caller's order
+            error = errors.get(artifact.sha256)
+            if error is not None and not isinstance(error, _Cancelled):
+                raise error
+        for future, artifact in futures.items():
+            found[artifact.sha256] = future.result()
+        return {sha: found[sha] for sha in unique}
+
+    # -- one file --------------------------------------------------------------------------
+
+    def _fetch_one(self, artifact: Artifact, progress: _Progress, cancel: threading.Event) -> Path:
+        final = self.path_for(artifact)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(str(final.parent / ".lock"))
+        self._acquire(lock, artifact, cancel)
+        try:
+            path = self.cached(artifact)  # downloaded by whoever held the lock before us
+            if path is not None:
+                progress.set(artifact.sha256, artifact.size or 0)
+                return path
+            final.unlink(missing_ok=True)  # a cached file of the wrong size
+            return self._download(artifact, final, progress, cancel)
+        except OSError as exc:
+            raise NbenvError(
+                f"Could not store {artifact.filename} in the download cache {final.parent}: "
+                f"{exc.strerror or exc}"
+            ) from None
+        finally:
+            lock.release()
+
+    def _acquire(
+        self, lock: filelock.BaseFileLock, artifact: Artifact, cancel: threading.Event
+    ) -> None:
+        try:
+            lock.acquire(timeout=0)
+            return
+        except filelock.Timeout:
+            self.reporter.note(f"waiting for another download of {artifact.filename}")
+        waited = 0.0
+        while waited < self.lock_timeout:  # in steps, so a failure elsewhere stops the wait
+            if cancel.is_set():
+                raise _Cancelled
+            try:
+                lock.acquire(timeout=min(1.0, self.lock_timeout - waited))
+                return
+            except filelock.Timeout:
+                waited += 1.0
+        raise DownloadError(
+            artifact.filename,
+            redact(artifact.url),
+            f"another process has been downloading it for over {self.lock_timeout:.0f} s "
+            f"(lock: {lock.lock_file})",
+        )
+
+    def _download(
+        self, artifact: Artifact, final: Path, progress: _Progress, cancel: threading.Event
+    ) -> Path:
+        part = final.with_name(final.name + ".part")
+        digest = hashlib.sha256()
+        hashed = 0
+        if part.exists():
+            if artifact.size is not None and part.stat().st_size > artifact.size:
+                part.unlink()
+            else:
+                digest, hashed = _hash_file(part)
+                progress.set(artifact.sha256, hashed)
+                if hashed == artifact.size and digest.hexdigest() == artifact.sha256:
+                    os.replace(part, final)  # finished before its process died
+                    return final
+
+        def on_chunk(offset: int, data: bytes) -> None:
+            nonlocal digest, hashed
+            if cancel.is_set():
+                raise _Cancelled
+            if offset == 0 and hashed:  # the server ignored the range: it starts over
+                digest, hashed = hashlib.sha256(), 0
+            digest.update(data)
+            hashed += len(data)
+            progress.set(artifact.sha256, hashed)
+
+        url = redact(artifact.url)
+        for fresh in (False, True):
+            if fresh:  # a resumed file failed the check: the old bytes may be the bad ones
+                part.unlink(missing_ok=True)
+                digest, hashed = hashlib.sha256(), 0
+                progress.set(artifact.sha256, 0)
+            if cancel.is_set():
+                raise _Cancelled
+            try:
+                result = self.client.download(artifact.url, part, on_chunk=on_chunk)
+            except IndexAccessError as exc:
+                raise DownloadError(artifact.filename, exc.url, exc.reason) from None
+            if result.status not in (200, 206):
+                raise DownloadError(artifact.filename, result.url, _explain(result.status))
+            if hashed != result.size:  # a restart with an empty body: on_chunk never ran
+                digest, hashed = _hash_file(part)
+            actual = digest.hexdigest()
+            if actual == artifact.sha256:
+                os.replace(part, final)
+                return final
+            if not result.resumed_from or fresh:
+                part.unlink(missing_ok=True)
+                raise HashMismatchError(artifact.filename, url, artifact.sha256, actual)
+        raise AssertionError("unreachable")
+
+
+def _hash_file(path: Path) -> tuple[hashlib._Hash, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as stream:
+        while chunk := stream.read(_READ):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest, size
+
+
+def _explain(status: int) -> str:
+    if status in (401, 403):
+        return (
+            f"HTTP {status}: the index refused access; put credentials in the index URL "
+            "(https://user:token@host/simple) or in ~/.netrc"
+        )
+    if status in (404, 410):
+        return (
+            f"HTTP {status}: the index no longer serves this file; if the release was "
+            "removed, re-lock with `nbenv lock --refresh`"
+        )
+    return f"HTTP {status}"
