@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from nbenv import __version__
 from nbenv.errors import NbenvError, UsageError
@@ -24,13 +26,23 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
+def _cache_options(parser: argparse.ArgumentParser) -> None:
+    cache = parser.add_mutually_exclusive_group()
+    cache.add_argument("--refresh", action="store_true", help="refetch index pages")
+    cache.add_argument("--offline", action="store_true", help="use only the local cache")
+
+
+def _policy(ns: argparse.Namespace) -> CachePolicy:
+    if ns.offline:
+        return CachePolicy.OFFLINE
+    return CachePolicy.REFRESH if ns.refresh else CachePolicy.DEFAULT
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="nbenv",
-        description="Isolated, locked environments for notebooks and cells.",
-    )
+    parser = _Parser(prog="nbenv", description="Isolated, locked environments for notebooks.")
     parser.add_argument("--version", action="version", version=f"nbenv {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
     lock = commands.add_parser(
         "lock",
         help="resolve requirements into a pylock.toml",
@@ -40,10 +52,68 @@ def _parser() -> argparse.ArgumentParser:
     add_request_arguments(lock)
     lock.add_argument("-o", "--output", type=Path, help="write the lock to this file")
     lock.add_argument("--json", action="store_true", help="print a JSON summary instead")
-    cache = lock.add_mutually_exclusive_group()
-    cache.add_argument("--refresh", action="store_true", help="refetch index pages")
-    cache.add_argument("--offline", action="store_true", help="use only the local cache")
+    _cache_options(lock)
+
+    create = commands.add_parser(
+        "create",
+        help="build an environment and register its kernel",
+        description="Resolve SPECs (with ipykernel and ipywidgets) or take --lock FILE, build "
+        "the environment once in the store, and register it as a Jupyter kernel.",
+    )
+    add_request_arguments(create)
+    create.add_argument("--lock", type=Path, metavar="FILE", help="build this pylock.toml")
+    create.add_argument("--no-compile", action="store_true", help="skip writing .pyc files")
+    create.add_argument(
+        "--no-kernel",
+        action="store_true",
+        help="a plain env: no ipykernel/ipywidgets added, no kernelspec",
+    )
+    create.add_argument("--link-mode", choices=["auto", "hardlink", "copy"], default="auto")
+    create.add_argument("--json", action="store_true", help="print a JSON summary")
+    _kernel_location(create)
+    _cache_options(create)
+
+    listing = commands.add_parser("list", help="list environments")
+    listing.add_argument("--json", action="store_true")
+
+    show = commands.add_parser("show", help="packages, size, kernel and lock of an env")
+    show.add_argument("env", metavar="ENV", help="name, env id or id prefix")
+    show.add_argument("--json", action="store_true")
+
+    remove = commands.add_parser("remove", help="remove an environment and its kernel")
+    remove.add_argument("env", metavar="ENV")
+    remove.add_argument("--force", action="store_true", help="even if a kernel runs from it")
+
+    gc = commands.add_parser(
+        "gc",
+        help="clean orphaned kernels, killed builds and unused envs",
+        description="Removes kernelspecs whose env is gone and leftovers of killed builds; "
+        "with --older-than, also unnamed envs unused for that many days. Envs in use by a "
+        "running kernel are never removed.",
+    )
+    gc.add_argument("--dry-run", action="store_true", help="only say what would go")
+    gc.add_argument("--older-than", type=float, metavar="DAYS")
+
+    kernel = commands.add_parser("kernel", help="install or remove an env's kernelspec")
+    kernel_commands = kernel.add_subparsers(dest="kernel_command", parser_class=_Parser)
+    for action in ("install", "remove"):
+        sub = kernel_commands.add_parser(action)
+        sub.add_argument("env", metavar="ENV")
+        _kernel_location(sub)
     return parser
+
+
+def _kernel_location(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--prefix", help="install the kernelspec under this prefix")
+    where.add_argument("--sys-prefix", action="store_true", help="under this Python's prefix")
+
+
+def _kernel_prefix(ns: argparse.Namespace) -> str | None:
+    return sys.prefix if ns.sys_prefix else ns.prefix
+
+
+# -- commands --------------------------------------------------------------------------------
 
 
 def _lock(ns: argparse.Namespace, reporter: Reporter) -> int:
@@ -53,14 +123,7 @@ def _lock(ns: argparse.Namespace, reporter: Reporter) -> int:
     request = request_from_namespace(ns)
     if not request.requirements:
         raise UsageError("nbenv lock: give at least one requirement, e.g. `nbenv lock pandas`")
-    policy = (
-        CachePolicy.OFFLINE
-        if ns.offline
-        else CachePolicy.REFRESH
-        if ns.refresh
-        else CachePolicy.DEFAULT
-    )
-    resolutions = resolve(request, policy=policy, reporter=reporter)
+    resolutions = resolve(request, policy=_policy(ns), reporter=reporter)
     lock = build_lock(resolutions, request)
     if ns.output is not None:
         write_lock(lock, ns.output)
@@ -68,10 +131,195 @@ def _lock(ns: argparse.Namespace, reporter: Reporter) -> int:
         summary = lock.to_summary()
         if ns.output is not None:
             summary["path"] = str(ns.output)
-        print(json.dumps(summary, indent=2))
+        _print_json(summary)
     elif ns.output is None:
         sys.stdout.write(lock.dumps())
     return 0
+
+
+def _create(ns: argparse.Namespace, reporter: Reporter) -> int:
+    from nbenv.envs import create_env
+
+    request = request_from_namespace(ns)
+    if not request.requirements and ns.lock is None:
+        raise UsageError("nbenv create: give requirements or --lock FILE")
+    if request.requirements and ns.lock is not None:
+        raise UsageError("nbenv create: give requirements or --lock FILE, not both")
+    result = create_env(
+        request,
+        lock_file=ns.lock,
+        reporter=reporter,
+        policy=_policy(ns),
+        compile_bytecode=not ns.no_compile,
+        register_kernel=not ns.no_kernel,
+        kernel_prefix=_kernel_prefix(ns),
+        link_mode=ns.link_mode,
+    )
+    _close(reporter)
+    summary = {
+        "env_id": result.record.env_id,
+        "name": result.record.name,
+        "path": str(result.path),
+        "python": result.record.python,
+        "created": result.created,
+        "kernel": result.kernel.name if result.kernel else None,
+        "display_name": result.kernel.display_name if result.kernel else None,
+        "seconds": round(result.seconds, 3),
+    }
+    if ns.json:
+        _print_json(summary)
+        return 0
+    verb = "Created" if result.created else "Found existing"
+    print(f"{verb} environment {result.record.env_id} ({result.seconds:.2f} s)")
+    print(f"  path:   {result.path}")
+    print(f"  python: {result.record.python}")
+    if result.kernel:
+        print(f"  kernel: {result.kernel.name}  ({result.kernel.display_name})")
+    return 0
+
+
+def _list(ns: argparse.Namespace, reporter: Reporter) -> int:
+    from nbenv.envs import describe_envs
+
+    rows = describe_envs()
+    if ns.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("No environments yet. Create one with `nbenv create SPEC...`.")
+        return 0
+    header = ("NAME", "ENV ID", "PYTHON", "PACKAGES", "SIZE", "LAST USED", "KERNEL")
+    table = [
+        (
+            r["name"] or "-",
+            r["env_id"],
+            r["python"],
+            str(r["packages"]),
+            _size(r["size_unique"]),
+            _ago(r["last_used"]),
+            r["kernel"] or "-",
+        )
+        for r in rows
+    ]
+    _print_table(header, table)
+    return 0
+
+
+def _show(ns: argparse.Namespace, reporter: Reporter) -> int:
+    from nbenv.envs import describe_env
+    from nbenv.store import Store
+
+    store = Store()
+    info = describe_env(store, store.resolve_ref(ns.env))
+    if ns.json:
+        _print_json(info)
+        return 0
+    print(f"{info['name'] or info['env_id']}  ({info['env_id']})")
+    for label in ("path", "python", "kernel", "lock"):
+        print(f"  {label + ':':8}{info[label] or '-'}")
+    print(f"  {'size:':8}{_size(info['size'])} ({_size(info['size_unique'])} not shared)")
+    print(f"  {'asked:':8}{' '.join(info['requirements']) or '(a lock file)'}")
+    print(f"  packages ({len(info['packages'])}):")
+    for package in info["packages"]:
+        print(f"    {package['name']} {package['version']}")
+    return 0
+
+
+def _remove(ns: argparse.Namespace, reporter: Reporter) -> int:
+    from nbenv.envs import remove_env
+    from nbenv.store import Store
+
+    store = Store()
+    env_id = store.resolve_ref(ns.env)
+    kernels = remove_env(store, env_id, force=ns.force)
+    print(
+        f"Removed environment {env_id}" + (f" and kernel {', '.join(kernels)}" if kernels else "")
+    )
+    return 0
+
+
+def _gc(ns: argparse.Namespace, reporter: Reporter) -> int:
+    from nbenv.envs import gc
+    from nbenv.store import Store
+
+    report = gc(Store(), older_than_days=ns.older_than, dry_run=ns.dry_run)
+    verb = "Would remove" if report.dry_run else "Removed"
+    for label, items in (
+        ("environment", report.envs),
+        ("orphaned kernel", report.kernels),
+        ("leftover build", report.leftovers),
+    ):
+        for item in items:
+            print(f"{verb} {label} {item}")
+    for env_id in report.kept_in_use:
+        print(f"Kept environment {env_id}: a running process uses it")
+    if not (report.envs or report.kernels or report.leftovers):
+        print("Nothing to clean.")
+    return 0
+
+
+def _kernel(ns: argparse.Namespace, reporter: Reporter) -> int:
+    from nbenv.envs import ensure_kernel
+    from nbenv.kernels import nbenv_kernelspecs, remove_kernelspec
+    from nbenv.store import Store
+
+    if ns.kernel_command is None:
+        raise UsageError("nbenv kernel: say install or remove")
+    store = Store()
+    env_id = store.resolve_ref(ns.env)
+    prefix = _kernel_prefix(ns)
+    if ns.kernel_command == "install":
+        spec = ensure_kernel(store, env_id, prefix=prefix)
+        print(f"Installed kernel {spec.name} ({spec.display_name}) in {spec.resource_dir}")
+        return 0
+    removed = [
+        s.name
+        for s in nbenv_kernelspecs(prefixes=[prefix] if prefix else ())
+        if s.env_id == env_id and remove_kernelspec(s, prefixes=[prefix] if prefix else ())
+    ]
+    print(f"Removed kernel {', '.join(removed)}" if removed else "No kernel to remove.")
+    return 0
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace, Reporter], int]] = {
+    "lock": _lock,
+    "create": _create,
+    "list": _list,
+    "show": _show,
+    "remove": _remove,
+    "gc": _gc,
+    "kernel": _kernel,
+}
+
+
+# -- output helpers ---------------------------------------------------------------------------
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=True)]
+    for row in (header, *rows):
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"
+
+
+def _ago(timestamp: float) -> str:
+    seconds = max(0.0, time.time() - timestamp)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit} ago"
+    return "just now"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -84,8 +332,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if sys.stderr.isatty():
             reporter = TerminalReporter(sys.stderr)
-        return _lock(ns, reporter)
+        return _COMMANDS[ns.command](ns, reporter)
     except UsageError as exc:
+        _close(reporter)
         print(f"error: {redact(str(exc))}", file=sys.stderr)
         return 2
     except NbenvError as exc:
@@ -96,6 +345,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _close(reporter)
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `nbenv show x | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     finally:
         _close(reporter)
 

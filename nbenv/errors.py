@@ -294,7 +294,7 @@ class InstallConflictError(InstallError):
                 "that do not overlap."
             )
         else:
-            message = f"{self.wheels[0]} would overwrite {path}, which is already in the environment."
+            message = f"{self.wheels[0]} would overwrite {path}, already in the environment."
         super().__init__(message)
 
 

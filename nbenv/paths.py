@@ -18,4 +18,9 @@ def nbenv_home() -> Path:
 
 
 def cache_dir(home: Path | None = None) -> Path:
+    """Downloads, unpacked wheels, metadata. NBENV_CACHE_DIR moves it (e.g. to share one
+    cache between several homes, or to put it on the same filesystem as the envs)."""
+    configured = os.environ.get("NBENV_CACHE_DIR")
+    if configured and home is None:
+        return Path(configured).expanduser().resolve()
     return (home or nbenv_home()) / "cache"

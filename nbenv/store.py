@@ -17,7 +17,6 @@ import json
 import os
 import secrets
 import shutil
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -29,7 +28,7 @@ import filelock
 from nbenv.errors import NbenvError, UsageError
 from nbenv.paths import nbenv_home
 
-__all__ = ["EnvRecord", "Store", "in_use"]
+__all__ = ["EnvRecord", "Store", "in_use", "stop_compiling"]
 
 RECORD = "nbenv-env.json"
 LOCK_FILE = "pylock.toml"
@@ -190,12 +189,12 @@ class Store:
         shutil.rmtree(trash, ignore_errors=True)
         self.remove_aliases_of(env_id)
 
-    def leftovers(self, older_than: float = 3600.0) -> list[Path]:
-        """Build and trash dirs from killed processes (nobody holds their lock)."""
+    def leftovers(self) -> list[Path]:
+        """Build and trash dirs from killed processes: a build dir is only ever made under
+        its env's lock, so one whose lock nobody holds is dead."""
         if not self.envs.is_dir():
             return []
         out = []
-        now = time.time()
         for path in self.envs.iterdir():
             if not path.name.startswith((".build-", ".trash-")):
                 continue
@@ -205,11 +204,8 @@ class Store:
                 lock.acquire(timeout=0)
             except filelock.Timeout:
                 continue  # a build is running right now
-            try:
-                if path.name.startswith(".trash-") or now - path.stat().st_mtime > older_than:
-                    out.append(path)
-            finally:
-                lock.release()
+            lock.release()
+            out.append(path)
         return out
 
     def size(self, env_id: str, seen: set[tuple[int, int]] | None = None) -> tuple[int, int]:
@@ -247,18 +243,34 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def in_use(env_dir: Path) -> list[int]:
-    """Pids of processes running from `env_dir` (a kernel started from the env)."""
+def _env_processes(env_dir: Path) -> list[tuple[int, bool]]:
+    """(pid, is nbenv's own bytecode compiler) of processes running from `env_dir`."""
     import psutil  # type: ignore[import-untyped]
 
     prefix = str(env_dir.resolve()) + os.sep
-    pids = []
+    found = []
     for proc in psutil.process_iter(["exe", "cmdline"]):
         try:
             exe = proc.info["exe"] or ""
-            argv0 = (proc.info["cmdline"] or [""])[0]
-        except (psutil.Error, IndexError):
+            argv = proc.info["cmdline"] or [""]
+        except psutil.Error:
             continue
-        if exe.startswith(prefix) or argv0.startswith(str(env_dir) + os.sep):
-            pids.append(proc.pid)
-    return pids
+        if exe.startswith(prefix) or argv[0].startswith(str(env_dir) + os.sep):
+            found.append((proc.pid, "compileall" in argv))
+    return found
+
+
+def in_use(env_dir: Path) -> list[int]:
+    """Pids of processes running from `env_dir` (a kernel started from the env), not
+    counting the background bytecode compiler that nbenv itself started."""
+    return [pid for pid, compiling in _env_processes(env_dir) if not compiling]
+
+
+def stop_compiling(env_dir: Path) -> None:
+    """End the background bytecode compiler of an env about to be removed."""
+    import psutil
+
+    for pid, compiling in _env_processes(env_dir):
+        if compiling:
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).kill()

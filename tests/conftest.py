@@ -119,3 +119,38 @@ def make_index() -> Iterator[Callable[..., IndexServer]]:
     yield make
     for server in started:
         server.stop()
+
+
+# -- environments: the kernel packages every env gets, served without any network ---------
+
+
+@pytest.fixture(scope="session")
+def kernel_wheels(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """ipykernel + ipywidgets and their closure, repacked from this interpreter."""
+    from support.repack import closure, repack
+
+    out = tmp_path_factory.mktemp("kernel-wheels")
+    return [repack(dist, out) for dist in closure(["ipykernel", "ipywidgets"])]
+
+
+@pytest.fixture(scope="session")
+def session_env_index(universe: Universe, kernel_wheels: list[Path]) -> Iterator[IndexServer]:
+    listing = universe.make_index(MAIN)
+    for wheel in kernel_wheels:
+        listing.add(wheel, pep658=True)
+    server = IndexServer(listing).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def env_index(session_env_index: IndexServer) -> IndexServer:
+    """The main index plus the kernel packages: enough to build envs that run kernels."""
+    session_env_index.reset()
+    return session_env_index
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One download/unpack cache for tests that build envs but do not test caching."""
+    return tmp_path_factory.mktemp("shared-cache")

@@ -1,0 +1,378 @@
+"""Environments as users see them: create (request or lock -> env + kernel), list, show,
+remove, gc. The API behind the CLI and the magics; it never prints (Reporter)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, cast
+
+from packaging.markers import Environment
+from packaging.pylock import PackageSdist, PackageWheel
+from packaging.requirements import Requirement
+from packaging.tags import Tag
+
+from nbenv.errors import NbenvError, UsageError
+from nbenv.fetch import Artifact, Fetcher
+from nbenv.install import LinkMode
+from nbenv.interpreters import Interpreter, find_interpreter
+from nbenv.kernels import (
+    KernelSpecInfo,
+    install_kernelspec,
+    nbenv_kernelspecs,
+    orphaned_kernelspecs,
+    remove_kernelspec,
+)
+from nbenv.lock import Lock, build_lock, load_lock
+from nbenv.net.auth import Credentials, strip_userinfo
+from nbenv.net.http import HttpClient
+from nbenv.paths import cache_dir
+from nbenv.report import NullReporter, Reporter
+from nbenv.resolve.cache import CachePolicy
+from nbenv.resolve.target import Target
+from nbenv.settings import effective_indexes, read_pip_settings
+from nbenv.spec import EnvRequest
+from nbenv.store import LOCK_FILE, EnvRecord, Store, in_use, stop_compiling
+
+__all__ = [
+    "KERNEL_REQUIREMENTS",
+    "CreateResult",
+    "GcReport",
+    "create_env",
+    "describe_env",
+    "describe_envs",
+    "ensure_kernel",
+    "gc",
+    "remove_env",
+]
+
+# Every env can run as a Jupyter kernel and show widgets (ipywidgets 7 does not render in
+# JupyterLab 4). Resolved together with the user's requirements: a conflict is reported.
+KERNEL_REQUIREMENTS = ("ipykernel", "ipywidgets>=8")
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    record: EnvRecord
+    path: Path
+    created: bool  # False: the env existed and was reused
+    kernel: KernelSpecInfo | None
+    seconds: float
+    steps: tuple[tuple[str, float], ...] = field(default=())
+
+    @property
+    def python(self) -> Path:
+        return self.path / "bin" / "python"
+
+
+def _with_kernel_requirements(request: EnvRequest) -> EnvRequest:
+    named = {Requirement(str(r)).name.lower() for r in request.requirements}
+    extra = tuple(
+        Requirement(r) for r in KERNEL_REQUIREMENTS if Requirement(r).name.lower() not in named
+    )
+    return replace(request, requirements=(*request.requirements, *extra))
+
+
+def request_key(
+    request: EnvRequest, interpreter: Interpreter, indexes: Sequence[str], *, kernel: bool
+) -> str:
+    """Identifies a request on this machine, to find its env again without the network."""
+    data = {
+        "kernel": kernel,
+        "requirements": sorted(str(r) for r in request.requirements),
+        "pre": request.pre,
+        "indexes": [strip_userinfo(i) for i in indexes],
+        "python": str(interpreter.path),
+        "version": list(interpreter.version),
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _target(interpreter: Interpreter) -> Target:
+    return Target(python=interpreter.short, patch=interpreter.version[2])
+
+
+def create_env(
+    request: EnvRequest,
+    *,
+    python: str | None = None,
+    lock_file: Path | None = None,
+    store: Store | None = None,
+    reporter: Reporter | None = None,
+    policy: CachePolicy = CachePolicy.DEFAULT,
+    compile_bytecode: bool = True,
+    register_kernel: bool = True,
+    kernel_prefix: str | None = None,
+    link_mode: LinkMode = "auto",
+) -> CreateResult:
+    """Build (or find) the env for `request` or `lock_file` and register its kernel."""
+    start = time.perf_counter()
+    steps: list[tuple[str, float]] = []
+    reporter = reporter or NullReporter()
+    store = store or Store()
+    if request.platforms:
+        raise UsageError("--platform locks for another machine; an env is built for this one")
+    if len(request.pythons) > 1:
+        raise UsageError("an env has one interpreter: give --python once")
+    interpreter = find_interpreter(python or (request.pythons[0] if request.pythons else None))
+    settings = read_pip_settings()
+    indexes = effective_indexes(request.index_url, request.extra_index_urls, settings)
+    key = request_key(request, interpreter, indexes, kernel=register_kernel)
+
+    if lock_file is None and policy is CachePolicy.DEFAULT:
+        known = store.remembered(key)
+        if known is not None:  # the same request on this machine: no resolution, no network
+            return _existing(store, known, request, start, register_kernel, kernel_prefix)
+
+    client = HttpClient(credentials=Credentials([*indexes, *settings.find_links]))
+    try:
+        if lock_file is not None:
+            lock = load_lock(lock_file)
+        else:
+            from nbenv.resolve.pypi import resolve
+
+            full = _with_kernel_requirements(request) if register_kernel else request
+            resolutions = resolve(
+                full,
+                client=client,
+                policy=policy,
+                reporter=reporter,
+                settings=settings,
+                targets=[_target(interpreter)],
+            )
+            lock = build_lock(resolutions, request)
+        steps.append(("resolve", time.perf_counter() - start))
+        created = False
+        with store.building(lock.env_id) as build:
+            if build is not None:
+                _build(build, store.path(lock.env_id), lock, interpreter, client, reporter,
+                       link_mode, steps)  # fmt: skip
+                record = EnvRecord(
+                    env_id=lock.env_id,
+                    name=request.name,
+                    requirements=request.requirement_strings(),
+                    python=".".join(map(str, interpreter.version)),
+                    base_interpreter=str(interpreter.path),
+                    created=time.time(),
+                    indexes=tuple(strip_userinfo(i) for i in indexes),
+                )
+                store.commit(build, record)
+                created = True
+    finally:
+        client.close()
+    path = store.path(lock.env_id)
+    if created and compile_bytecode:
+        from nbenv.install import compile_bytecode as compile_in_background
+
+        compile_in_background(path)
+    if lock_file is None:
+        store.remember(key, lock.env_id)
+    result = _existing(store, lock.env_id, request, start, register_kernel, kernel_prefix)
+    return replace(result, created=created, steps=tuple(steps))
+
+
+def _existing(
+    store: Store,
+    env_id: str,
+    request: EnvRequest,
+    start: float,
+    register_kernel: bool,
+    kernel_prefix: str | None,
+) -> CreateResult:
+    record = store.record(env_id)
+    if request.name:
+        store.set_alias(request.name, env_id)
+    store.touch(env_id)
+    path = store.path(env_id)
+    kernel = None
+    if register_kernel:
+        kernel = ensure_kernel(store, env_id, name=request.name or record.name,
+                               prefix=kernel_prefix)  # fmt: skip
+    return CreateResult(record, path, False, kernel, time.perf_counter() - start)
+
+
+def ensure_kernel(
+    store: Store, env_id: str, *, name: str | None = None, prefix: str | None = None
+) -> KernelSpecInfo:
+    """Install the env's kernelspec unless an identical one is there already."""
+    record = store.record(env_id)
+    path = store.path(env_id)
+    for spec in nbenv_kernelspecs(prefixes=[prefix] if prefix else ()):
+        if spec.env_id == env_id and spec.env_name == (name or record.name):
+            return spec
+    return install_kernelspec(
+        env_dir=path,
+        python=path / "bin" / "python",
+        env_id=env_id,
+        name=name or record.name,
+        python_version=".".join(record.python.split(".")[:2]),
+        requirements=record.requirements,
+        lock_path=path / LOCK_FILE,
+        prefix=prefix,
+    )
+
+
+def _build(
+    build: Path,
+    final: Path,
+    lock: Lock,
+    interpreter: Interpreter,
+    client: HttpClient,
+    reporter: Reporter,
+    link_mode: LinkMode,
+    steps: list[tuple[str, float]],
+) -> None:
+    from nbenv.install import WheelToInstall, create_venv, install_wheels
+    from nbenv.resolve.sdist import build_wheel_from_sdist
+
+    t0 = time.perf_counter()
+    cache = cache_dir()
+    target = _target(interpreter)
+    tags = [Tag(*t.split("-")) for t in target.tag_rank]
+    environment = cast(Environment, dict(target.markers))
+    selected = list(lock.pylock.select(environment=environment, tags=tags))
+    artifacts = []
+    for package, dist in selected:
+        if not isinstance(dist, PackageWheel | PackageSdist) or dist.url is None:
+            raise NbenvError(f"{package.name}: only wheels and sdists with URLs can be installed")
+        sha = (dist.hashes or {}).get("sha256")
+        if not sha:
+            raise NbenvError(f"{package.name}: the lock has no sha256 for {dist.name}")
+        artifacts.append(Artifact(dist.name or dist.url.rsplit("/", 1)[-1], dist.url, sha,
+                                  dist.size))  # fmt: skip
+    reporter.stage("downloading")
+    paths = Fetcher(client, cache, reporter=reporter).fetch(artifacts)
+    steps.append(("fetch", time.perf_counter() - t0))
+    wheels = []
+    for artifact in artifacts:
+        path = paths[artifact.sha256]
+        if artifact.filename.endswith(".whl"):
+            wheels.append(WheelToInstall(path, artifact.sha256))
+            continue
+        built = build_wheel_from_sdist(
+            path, cache, sdist_sha256=artifact.sha256, indexes=(), python=str(interpreter.path),
+            reporter=reporter,
+        )  # fmt: skip
+        wheels.append(WheelToInstall(built, _sha256(built)))
+    t1 = time.perf_counter()
+    reporter.stage("creating environment")
+    create_venv(interpreter.path, build, final_dir=final)
+    install_wheels(
+        build, wheels, cache_root=cache, link_mode=link_mode, reporter=reporter, final_dir=final
+    )
+    (build / LOCK_FILE).write_text(lock.dumps())
+    steps.append(("install", time.perf_counter() - t1))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# -- removal and garbage collection -------------------------------------------------------
+
+
+def remove_env(store: Store, env_id: str, *, force: bool = False) -> list[str]:
+    """Remove an env and its kernelspecs; refuses while a kernel runs from it."""
+    pids = in_use(store.path(env_id))
+    if pids and not force:
+        raise NbenvError(
+            f"Environment {env_id} is in use by running processes ({', '.join(map(str, pids))});"
+            " shut its kernels down first"
+        )
+    stop_compiling(store.path(env_id))
+    removed = []
+    for spec in nbenv_kernelspecs():
+        if spec.env_id == env_id:
+            remove_kernelspec(spec)
+            removed.append(spec.name)
+    store.remove(env_id)
+    return removed
+
+
+@dataclass(frozen=True)
+class GcReport:
+    envs: tuple[str, ...]
+    kernels: tuple[str, ...]
+    leftovers: tuple[str, ...]
+    kept_in_use: tuple[str, ...]
+    dry_run: bool
+
+
+def gc(store: Store, *, older_than_days: float | None = None, dry_run: bool = False) -> GcReport:
+    """Orphaned kernelspecs and killed builds always go; unnamed envs unused for
+    `older_than_days` go too. Envs with a running process are never removed."""
+    kernels = tuple(spec.name for spec in orphaned_kernelspecs())
+    leftovers = tuple(str(p) for p in store.leftovers())
+    named = set(store.aliases().values())
+    envs, kept = [], []
+    if older_than_days is not None:
+        cutoff = time.time() - older_than_days * 86400
+        for env_id in store.env_ids():
+            if env_id in named or store.last_used(env_id) > cutoff:
+                continue
+            if in_use(store.path(env_id)):
+                kept.append(env_id)
+            else:
+                envs.append(env_id)
+    if not dry_run:
+        for spec in orphaned_kernelspecs():
+            remove_kernelspec(spec)
+        for path in store.leftovers():
+            shutil.rmtree(path, ignore_errors=True)
+        for env_id in envs:
+            remove_env(store, env_id)
+    return GcReport(tuple(envs), kernels, leftovers, tuple(kept), dry_run)
+
+
+# -- listing --------------------------------------------------------------------------------
+
+
+def describe_env(store: Store, env_id: str) -> dict[str, Any]:
+    """What `nbenv show` prints: a JSON-able summary of one env."""
+    record = store.record(env_id)
+    path = store.path(env_id)
+    names = sorted(n for n, i in store.aliases().items() if i == env_id)
+    kernels = [s.name for s in nbenv_kernelspecs() if s.env_id == env_id]
+    lock_path = path / LOCK_FILE
+    packages: list[dict[str, str]] = []
+    try:
+        lock = load_lock(lock_path)
+        packages = [{"name": str(p.name), "version": str(p.version)} for p in lock.pylock.packages]
+    except NbenvError:
+        lock_path = None  # type: ignore[assignment]
+    size, unique = store.size(env_id)
+    return {
+        "env_id": env_id,
+        "name": ", ".join(names) or record.name,
+        "path": str(path),
+        "python": record.python,
+        "base_interpreter": record.base_interpreter,
+        "kernel": ", ".join(kernels) or None,
+        "lock": str(lock_path) if lock_path else None,
+        "requirements": list(record.requirements),
+        "indexes": list(record.indexes),
+        "packages": packages,
+        "size": size,
+        "size_unique": unique,
+        "created": record.created,
+        "last_used": store.last_used(env_id),
+    }
+
+
+def describe_envs(store: Store | None = None) -> list[dict[str, Any]]:
+    store = store or Store()
+    rows = []
+    for env_id in store.env_ids():
+        info = describe_env(store, env_id)
+        info["packages"] = len(info["packages"])
+        rows.append(info)
+    return sorted(rows, key=lambda r: -float(r["last_used"]))

@@ -1,0 +1,536 @@
+"""Installing wheels: real venvs, real wheels, checked with the env's python and real pip."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import errno
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.wheels import build_wheel, sha256_file
+
+from nbenv import install as install_module
+from nbenv.errors import (
+    InstallConflictError,
+    InstallError,
+    InvalidWheelError,
+    UnsafeWheelError,
+)
+from nbenv.install import (
+    WheelCache,
+    WheelToInstall,
+    compile_bytecode,
+    create_venv,
+    env_python,
+    install_wheels,
+)
+
+ALPHA_MODULES = {
+    "alpha/__init__.py": '__version__ = "1.0"\n',
+    "alpha/cli.py": "def main():\n    print('alpha cli ok')\n",
+}
+ALPHA_DATA = {
+    "scripts/alpha-tool": "#!python\nprint('alpha tool ok')\n",
+    "data/share/alpha/readme.txt": "hello from alpha\n",
+    "headers/alpha.h": "#define ALPHA 1\n",
+}
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, ...]] = []
+        self._lock = threading.Lock()
+
+    def stage(self, name: str) -> None:
+        with self._lock:
+            self.events.append(("stage", name))
+
+    def progress(self, name: str, done: int, total: int | None) -> None:
+        with self._lock:
+            self.events.append(("progress", name, str(done), str(total)))
+
+    def note(self, message: str) -> None:
+        with self._lock:
+            self.events.append(("note", message))
+
+    def notes(self) -> list[str]:
+        return [event[1] for event in self.events if event[0] == "note"]
+
+
+@pytest.fixture(autouse=True)
+def no_implicit_bytecode(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Imports in the envs must not write .pyc: only compile_bytecode may.
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+
+
+@pytest.fixture
+def wheel_dir(tmp_path: Path) -> Path:
+    return tmp_path / "wheels"
+
+
+@pytest.fixture
+def cache_root(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
+
+
+def to_install(path: Path, *, requested: bool = False) -> WheelToInstall:
+    return WheelToInstall(path, sha256_file(path), requested=requested)
+
+
+def alpha_wheel(out: Path, version: str = "1.0") -> WheelToInstall:
+    wheel = build_wheel(
+        out,
+        "alpha",
+        version,
+        modules=ALPHA_MODULES,
+        console_scripts={"alpha-cli": "alpha.cli:main"},
+        data_files=ALPHA_DATA,
+    )
+    return to_install(wheel, requested=True)
+
+
+def beta_wheel(out: Path) -> WheelToInstall:
+    return to_install(build_wheel(out, "beta", "2.0", requires_dist=["alpha"]))
+
+
+def make_env(tmp_path: Path, name: str = "env") -> Path:
+    env = tmp_path / name
+    create_venv(Path(sys.executable), env)
+    return env
+
+
+def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, **kwargs)
+
+
+def env_paths(env: Path) -> dict[str, str]:
+    code = "import json, sysconfig; print(json.dumps(sysconfig.get_paths()))"
+    return json.loads(run([str(env_python(env)), "-c", code], check=True).stdout)  # type: ignore[no-any-return]
+
+
+def site_packages(env: Path) -> Path:
+    return Path(env_paths(env)["purelib"])
+
+
+def record_digest_of(path: Path) -> str:
+    digest = hashlib.sha256(path.read_bytes()).digest()
+    return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def files_under(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")} if root.exists() else set()
+
+
+def rewrite_wheel(source: Path, target: Path, edit: dict[str, bytes | None]) -> Path:
+    """A copy of `source` with members replaced (bytes) or dropped (None); RECORD untouched
+    unless edited."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for info in old.infolist():
+            if info.filename in edit:
+                data = edit[info.filename]
+                if data is not None:
+                    new.writestr(info, data)
+            else:
+                new.writestr(info, old.read(info))
+    return target
+
+
+# --- venv ----------------------------------------------------------------------------------
+
+
+def test_create_venv_gives_a_python_without_pip(tmp_path: Path) -> None:
+    env = tmp_path / "env"
+    python = create_venv(Path(sys.executable), env)
+    assert python == env_python(env)
+    done = run([str(python), "-c", "import sys; print(sys.prefix)"], check=True)
+    assert Path(done.stdout.strip()).resolve() == env.resolve()
+    assert not list(site_packages(env).glob("pip*"))
+
+
+def test_create_venv_failure_is_an_nbenv_error(tmp_path: Path) -> None:
+    with pytest.raises(InstallError, match="could not create"):
+        create_venv(tmp_path / "no-such-python", tmp_path / "env")
+
+
+# --- installing ----------------------------------------------------------------------------
+
+
+def test_installed_env_imports_runs_scripts_and_places_data(
+    tmp_path: Path, wheel_dir: Path, cache_root: Path
+) -> None:
+    env = make_env(tmp_path)
+    recorder = Recorder()
+    wheels = [alpha_wheel(wheel_dir), beta_wheel(wheel_dir)]
+    report = install_wheels(env, wheels, cache_root=cache_root, reporter=recorder)
+
+    python = str(env_python(env))
+    code = "import alpha, beta; print(alpha.__version__, beta.__version__, alpha.__file__)"
+    out = run([python, "-c", code], check=True).stdout.split()
+    assert out[:2] == ["1.0", "2.0"]
+    assert Path(out[2]).is_relative_to(env)
+
+    bin_dir = env_python(env).parent
+    assert run([str(bin_dir / "alpha-cli")], check=True).stdout == "alpha cli ok\n"
+    tool = bin_dir / "alpha-tool"
+    assert run([str(tool)], check=True).stdout == "alpha tool ok\n"
+    assert tool.read_text().splitlines()[0] == f"#!{env_python(env)}"  # shebang rewritten
+
+    assert (env / "share" / "alpha" / "readme.txt").read_text() == "hello from alpha\n"
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    header = env / "include" / "site" / f"python{version}" / "alpha" / "alpha.h"
+    assert header.read_text() == "#define ALPHA 1\n"
+
+    assert report.wheels == 2 and report.unpacked == 2
+    assert report.copied == 0 and report.linked >= 10  # modules, data, dist-info files
+    # INSTALLER + RECORD each, REQUESTED for alpha, and the two scripts
+    assert report.written == 2 * 2 + 1 + 2
+    assert ("stage", "installing wheels") in recorder.events
+    assert ("progress", "installing wheels", "2", "2") in recorder.events
+
+
+def test_auto_mode_hardlinks_from_the_cache_but_writes_scripts(
+    tmp_path: Path, wheel_dir: Path, cache_root: Path
+) -> None:
+    env = make_env(tmp_path)
+    wheel = alpha_wheel(wheel_dir)
+    install_wheels(env, [wheel], cache_root=cache_root)
+    cached = WheelCache(cache_root).unpacked(wheel).tree
+
+    installed = site_packages(env) / "alpha" / "__init__.py"
+    assert installed.stat().st_ino == (cached / "alpha" / "__init__.py").stat().st_ino
+    assert installed.stat().st_nlink >= 2
+    data = env / "share" / "alpha" / "readme.txt"
+    cached_data = cached / "alpha-1.0.data" / "data" / "share" / "alpha" / "readme.txt"
+    assert data.stat().st_ino == cached_data.stat().st_ino
+
+    for script in ("alpha-cli", "alpha-tool"):  # their shebangs are this env's: never shared
+        path = env_python(env).parent / script
+        assert path.stat().st_nlink == 1
+        assert os.access(path, os.X_OK)
+
+
+def test_copy_mode_shares_no_inode(tmp_path: Path, wheel_dir: Path, cache_root: Path) -> None:
+    env = make_env(tmp_path)
+    wheel = alpha_wheel(wheel_dir)
+    report = install_wheels(env, [wheel], cache_root=cache_root, link_mode="copy")
+    cached = WheelCache(cache_root).unpacked(wheel).tree / "alpha" / "__init__.py"
+    installed = site_packages(env) / "alpha" / "__init__.py"
+    assert installed.read_bytes() == cached.read_bytes()
+    assert installed.stat().st_ino != cached.stat().st_ino
+    assert installed.stat().st_nlink == 1 and cached.stat().st_nlink == 1
+    assert report.linked == 0 and report.copied >= 5
+    assert run([str(env_python(env)), "-c", "import alpha"]).returncode == 0
+
+
+def test_auto_mode_copies_when_links_cannot_cross_filesystems(
+    tmp_path: Path, wheel_dir: Path, cache_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(source: str, target: str) -> None:
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+    monkeypatch.setattr(install_module.os, "link", no_links)
+    env = make_env(tmp_path)
+    recorder = Recorder()
+    report = install_wheels(env, [alpha_wheel(wheel_dir)], cache_root=cache_root, reporter=recorder)
+    assert report.linked == 0 and report.copied >= 5
+    assert len(recorder.notes()) == 1 and "copying" in recorder.notes()[0]
+    assert run([str(env_python(env)), "-c", "import alpha"]).returncode == 0
+
+    with pytest.raises(InstallError, match="Cannot hardlink"):
+        install_wheels(
+            make_env(tmp_path, "env2"),
+            [alpha_wheel(wheel_dir)],
+            cache_root=cache_root,
+            link_mode="hardlink",
+        )
+
+
+def test_record_lists_every_installed_file_with_its_hash(
+    tmp_path: Path, wheel_dir: Path, cache_root: Path
+) -> None:
+    env = make_env(tmp_path)
+    install_wheels(env, [alpha_wheel(wheel_dir), beta_wheel(wheel_dir)], cache_root=cache_root)
+    site = site_packages(env)
+    for dist, requested in (("alpha-1.0", True), ("beta-2.0", False)):
+        dist_info = site / f"{dist}.dist-info"
+        assert (dist_info / "INSTALLER").read_text() == "nbenv\n"
+        assert (dist_info / "REQUESTED").exists() is requested
+        with (dist_info / "RECORD").open(newline="") as stream:
+            rows = list(csv.reader(stream))
+        listed = {(site / path).resolve(): (digest, size) for path, digest, size in rows}
+        record = (dist_info / "RECORD").resolve()
+        assert listed.pop(record) == ("", "")
+        for path, (digest, size) in listed.items():
+            assert path.is_file(), path
+            assert digest == record_digest_of(path), path
+            assert int(size) == path.stat().st_size, path
+        owned = {p.resolve() for p in (site / dist.split("-")[0]).rglob("*") if p.is_file()}
+        owned |= {p.resolve() for p in dist_info.iterdir()} - {record}
+        assert owned <= set(listed)
+
+    alpha_listed = (site / "alpha-1.0.dist-info" / "RECORD").read_text()
+    for expected in ("alpha-cli", "alpha-tool", "share/alpha/readme.txt", "alpha/alpha.h"):
+        assert expected in alpha_listed
+
+
+def test_pip_lists_and_uninstalls_what_was_installed(
+    tmp_path: Path, wheel_dir: Path, cache_root: Path
+) -> None:
+    pytest.importorskip("pip")
+    env = make_env(tmp_path)
+    wheel = alpha_wheel(wheel_dir)
+    install_wheels(env, [wheel, beta_wheel(wheel_dir)], cache_root=cache_root)
+    pip = [sys.executable, "-m", "pip", "--python", str(env_python(env))]
+    pip += ["--disable-pip-version-check", "--no-input"]
+
+    listed = run([*pip, "list", "--format", "json"], check=True).stdout
+    versions = {item["name"]: item["version"] for item in json.loads(listed)}
+    assert versions == {"alpha": "1.0", "beta": "2.0"}
+
+    done = run([*pip, "uninstall", "-y", "alpha", "beta"])
+    assert done.returncode == 0, done.stderr
+    site = site_packages(env)
+    assert not (site / "alpha").exists() and not (site / "beta").exists()
+    assert not list(site.glob("*.dist-info"))
+    assert not (env_python(env).parent / "alpha-cli").exists()
+    assert not (env_python(env).parent / "alpha-tool").exists()
+    assert not (env / "share" / "alpha" / "readme.txt").exists()
+    # the cache keeps its copy: uninstalling unlinks, never writes through
+    cached = WheelCache(cache_root).unpacked(wheel).tree / "alpha" / "__init__.py"
+    assert cached.read_text() == '__version__ = "1.0"\n'
+    assert cached.stat().st_nlink == 1
+
+
+def test_scripts_name_the_final_dir_when_the_env_will_be_moved(
+    tmp_path: Path, wheel_dir: Path, cache_root: Path
+) -> None:
+    building, final = tmp_path / "store" / ".tmp-build", tmp_path / "store" / "final"
+    create_venv(Path(sys.executable), building, final_dir=final)
+    install_wheels(building, [alpha_wheel(wheel_dir)], cache_root=cache_root, final_dir=final)
+    building.rename(final)
+    assert run([str(final / "bin" / "alpha-cli")], check=True).stdout == "alpha cli ok\n"
+    assert str(building) not in (final / "bin" / "activate").read_text()
+    assert str(final) in (final / "bin" / "activate").read_text()
+
+
+# --- bytecode ------------------------------------------------------------------------------
+
+
+def test_compile_bytecode_writes_pyc_for_installed_modules(
+    tmp_path: Path, wheel_dir: Path, cache_root: Path
+) -> None:
+    env = make_env(tmp_path)
+    install_wheels(env, [alpha_wheel(wheel_dir)], cache_root=cache_root)
+    cache_dir = site_packages(env) / "alpha" / "__pycache__"
+    run([str(env_python(env)), "-c", "import alpha.cli"], check=True)
+    assert not cache_dir.exists()  # nothing compiles implicitly here
+
+    process = compile_bytecode(env)  # in the background
+    assert process.wait(timeout=120) == 0
+    tag = sys.implementation.cache_tag
+    assert {p.name for p in cache_dir.iterdir()} == {f"__init__.{tag}.pyc", f"cli.{tag}.pyc"}
+    # the cache's copy has no __pycache__: bytecode lives in each env
+    assert not list(WheelCache(cache_root).root.rglob("__pycache__"))
+
+
+def test_killing_the_compiler_midway_leaves_a_usable_env(
+    tmp_path: Path, wheel_dir: Path, cache_root: Path
+) -> None:
+    modules = {f"many/m{i}.py": f"VALUE = {i}\n" * 200 for i in range(200)}
+    modules["many/__init__.py"] = ""
+    wheel = to_install(build_wheel(wheel_dir, "many", "1.0", modules=modules))
+    env = make_env(tmp_path)
+    install_wheels(env, [wheel], cache_root=cache_root)
+    process = compile_bytecode(env)
+    os.killpg(process.pid, signal.SIGKILL)  # its own session: the workers go too
+    process.wait(timeout=60)
+    code = "import many.m0, many.m199; print(many.m199.VALUE)"
+    assert run([str(env_python(env)), "-c", code], check=True).stdout == "199\n"
+    assert compile_bytecode(env, wait=True).returncode == 0
+    assert run([str(env_python(env)), "-c", code], check=True).stdout == "199\n"
+
+
+# --- the cache -----------------------------------------------------------------------------
+
+
+def test_a_wheel_is_unpacked_once_and_shared_by_envs(
+    tmp_path: Path, wheel_dir: Path, cache_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wheel = alpha_wheel(wheel_dir)
+    first, second = make_env(tmp_path, "one"), make_env(tmp_path, "two")
+    assert install_wheels(first, [wheel], cache_root=cache_root).unpacked == 1
+
+    def must_not_unpack(*args: object) -> None:
+        raise AssertionError("unpacked again")
+
+    monkeypatch.setattr(install_module, "_unpack", must_not_unpack)
+    report = install_wheels(second, [wheel], cache_root=cache_root)
+    assert report.unpacked == 0 and report.linked >= 5
+    one = site_packages(first) / "alpha" / "cli.py"
+    two = site_packages(second) / "alpha" / "cli.py"
+    assert one.stat().st_ino == two.stat().st_ino
+    assert one.stat().st_nlink == 3  # the cache and two envs
+    assert sorted(p.name for p in WheelCache(cache_root).root.iterdir()) == sorted(
+        [wheel.sha256, f"{wheel.sha256}.lock"]
+    )
+
+
+def test_concurrent_requests_unpack_a_wheel_once(wheel_dir: Path, cache_root: Path) -> None:
+    wheel = alpha_wheel(wheel_dir)
+    cache = WheelCache(cache_root)
+    results: list[bool] = []
+    barrier = threading.Barrier(4)
+
+    def get() -> None:
+        barrier.wait()
+        results.append(cache.get(wheel)[1])
+
+    threads = [threading.Thread(target=get) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [False, False, False, True]
+    assert not list(cache.root.glob(".tmp-*"))
+
+
+def test_a_wrong_sha256_is_refused_and_caches_nothing(wheel_dir: Path, cache_root: Path) -> None:
+    wheel = alpha_wheel(wheel_dir)
+    wrong = WheelToInstall(wheel.path, "0" * 64)
+    with pytest.raises(InvalidWheelError, match="sha256"):
+        WheelCache(cache_root).unpacked(wrong)
+    assert not (cache_root / "unpacked" / wrong.sha256).exists()
+
+
+# --- refusals ------------------------------------------------------------------------------
+
+
+def traversal_wheel(out: Path, member: str) -> WheelToInstall:
+    """A wheel, valid but for one member that climbs out (RECORD lists it, hash right)."""
+    good = build_wheel(out / "good", "evil", "1.0")
+    target = out / "evil-1.0-py3-none-any.whl"
+    payload = b"print('pwned')\n"
+    with zipfile.ZipFile(good) as old, zipfile.ZipFile(target, "w") as new:
+        for info in old.infolist():
+            data = old.read(info)
+            if info.filename.endswith("/RECORD"):
+                digest = base64.urlsafe_b64encode(hashlib.sha256(payload).digest())
+                row = f"{member},sha256={digest.rstrip(b'=').decode()},{len(payload)}\n"
+                data = row.encode() + data
+            new.writestr(info, data)
+        new.writestr(zipfile.ZipInfo(member), payload)
+    return to_install(target)
+
+
+@pytest.mark.parametrize(
+    "member", ["../../evil.py", "evil/../../../evil.py", "/tmp/evil.py", "C:/evil.py", "a\\..\\b"]
+)
+def test_a_wheel_with_a_path_traversal_entry_is_refused_before_writing(
+    tmp_path: Path, wheel_dir: Path, cache_root: Path, member: str
+) -> None:
+    env = make_env(tmp_path)
+    wheel = traversal_wheel(wheel_dir, member)
+    before = files_under(env)
+    with pytest.raises(UnsafeWheelError) as caught:
+        install_wheels(env, [alpha_wheel(wheel_dir), wheel], cache_root=cache_root)
+    assert caught.value.member == member
+    assert caught.value.wheel == wheel.path.name
+    assert "outside the environment" in str(caught.value)
+    assert files_under(env) == before  # the good wheel was not installed either
+    unpacked = cache_root / "unpacked"
+    assert not (unpacked / wheel.sha256).exists()
+    assert not list(unpacked.glob(".tmp-*"))
+    assert not list(tmp_path.rglob("evil.py"))
+
+
+def test_an_entry_point_script_that_climbs_out_is_refused(
+    tmp_path: Path, wheel_dir: Path, cache_root: Path
+) -> None:
+    wheel = build_wheel(wheel_dir, "sneaky", "1.0", console_scripts={"../../sneak": "os:getcwd"})
+    with pytest.raises(UnsafeWheelError, match="sneak"):
+        install_wheels(make_env(tmp_path), [to_install(wheel)], cache_root=cache_root)
+
+
+def test_a_wheel_without_record_is_refused(
+    tmp_path: Path, wheel_dir: Path, cache_root: Path
+) -> None:
+    good = build_wheel(wheel_dir / "good", "alpha", "1.0")
+    bad = rewrite_wheel(good, wheel_dir / good.name, {"alpha-1.0.dist-info/RECORD": None})
+    with pytest.raises(InvalidWheelError, match=r"no alpha-1\.0\.dist-info/RECORD"):
+        install_wheels(make_env(tmp_path), [to_install(bad)], cache_root=cache_root)
+
+
+def test_a_wheel_whose_file_does_not_match_record_is_refused_and_not_cached(
+    tmp_path: Path, wheel_dir: Path, cache_root: Path
+) -> None:
+    good = build_wheel(wheel_dir / "good", "alpha", "1.0")
+    bad = rewrite_wheel(good, wheel_dir / good.name, {"alpha/__init__.py": b"tampered = 1\n"})
+    wheel = to_install(bad)
+    env = make_env(tmp_path)
+    with pytest.raises(InvalidWheelError, match=r"alpha/__init__.py does not match its RECORD"):
+        install_wheels(env, [wheel], cache_root=cache_root)
+    assert not (cache_root / "unpacked" / wheel.sha256).exists()
+    assert not list((cache_root / "unpacked").glob(".tmp-*"))
+    assert not (site_packages(env) / "alpha").exists()
+
+
+def test_a_file_missing_from_record_is_refused(
+    tmp_path: Path, wheel_dir: Path, cache_root: Path
+) -> None:
+    good = build_wheel(wheel_dir / "good", "alpha", "1.0")
+    bad = wheel_dir / good.name
+    rewrite_wheel(good, bad, {})
+    with zipfile.ZipFile(bad, "a") as archive:
+        archive.writestr("alpha/extra.py", "x = 1\n")
+    with pytest.raises(InvalidWheelError, match="not mentioned in RECORD"):
+        install_wheels(make_env(tmp_path), [to_install(bad)], cache_root=cache_root)
+
+
+def test_two_wheels_writing_one_path_differently_conflict(
+    tmp_path: Path, wheel_dir: Path, cache_root: Path
+) -> None:
+    one = build_wheel(wheel_dir, "one", "1.0", modules={"shared/thing.py": "A = 1\n"})
+    two = build_wheel(wheel_dir, "two", "1.0", modules={"shared/thing.py": "A = 2\n"})
+    env = make_env(tmp_path)
+    before = files_under(env)
+    with pytest.raises(InstallConflictError) as caught:
+        install_wheels(env, [to_install(one), to_install(two)], cache_root=cache_root)
+    assert caught.value.path.endswith(os.path.join("shared", "thing.py"))
+    assert set(caught.value.wheels) == {one.name, two.name}
+    assert files_under(env) == before  # found before anything was written
+
+
+def test_identical_shared_files_are_allowed(
+    tmp_path: Path, wheel_dir: Path, cache_root: Path
+) -> None:
+    namespace = "__path__ = __import__('pkgutil').extend_path(__path__, __name__)\n"
+    one = build_wheel(
+        wheel_dir, "ns-one", "1.0", modules={"ns/__init__.py": namespace, "ns/one.py": ""}
+    )
+    two = build_wheel(
+        wheel_dir, "ns-two", "1.0", modules={"ns/__init__.py": namespace, "ns/two.py": ""}
+    )
+    env = make_env(tmp_path)
+    install_wheels(env, [to_install(one), to_install(two)], cache_root=cache_root)
+    assert run([str(env_python(env)), "-c", "import ns.one, ns.two"]).returncode == 0
+
+
+def test_installing_over_an_existing_file_is_a_conflict(
+    tmp_path: Path, wheel_dir: Path, cache_root: Path
+) -> None:
+    env = make_env(tmp_path)
+    wheel = alpha_wheel(wheel_dir)
+    install_wheels(env, [wheel], cache_root=cache_root)
+    with pytest.raises(InstallConflictError, match="already in the environment"):
+        install_wheels(env, [wheel], cache_root=cache_root)
