@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
-from urllib.request import url2pathname
 
 import httpx
 
@@ -20,7 +19,7 @@ from nbenv import __version__
 from nbenv.errors import IndexAccessError
 from nbenv.net.auth import Credentials, redact, split_credentials
 
-__all__ = ["DownloadResult", "HttpClient", "HttpResponse"]
+__all__ = ["DownloadResult", "HttpClient", "HttpResponse", "file_url_to_path"]
 
 _RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _TRANSIENT = (httpx.TransportError,)
@@ -186,6 +185,16 @@ class HttpClient:
             attempt += 1
 
 
+def file_url_to_path(url: str) -> Path:
+    """`file:///a/b%20c` -> Path("/a/b c")."""
+    path = unquote(urlsplit(url).path)
+    if os.name == "nt":  # urllib.request is slow to import; only Windows needs it
+        from urllib.request import url2pathname
+
+        return Path(url2pathname(path))
+    return Path(path)
+
+
 def _describe(exc: Exception) -> str:
     name = type(exc).__name__
     text = redact(str(exc))
@@ -227,7 +236,7 @@ def _write_body(
 def _copy_file(
     url: str, dest: Path, on_chunk: Callable[[int, bytes], None] | None
 ) -> DownloadResult:
-    path = Path(url2pathname(unquote(urlsplit(url).path)))
+    path = file_url_to_path(url)
     try:
         source = path.open("rb")
     except (FileNotFoundError, IsADirectoryError):
@@ -254,7 +263,7 @@ def _copy_file(
 
 def _read_file(url: str, headers: Mapping[str, str]) -> HttpResponse:
     """file:// indexes (pip allows them): a directory means its index.html."""
-    path = Path(url2pathname(unquote(urlsplit(url).path)))
+    path = file_url_to_path(url)
     if path.is_dir():
         path = path / "index.html"
     try:

@@ -9,14 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from pathlib import Path
-from urllib.parse import unquote, urlsplit
-from urllib.request import url2pathname
 
 from packaging.utils import NormalizedName
 
 from nbenv.net.auth import strip_userinfo
-from nbenv.net.http import HttpClient
+from nbenv.net.http import HttpClient, file_url_to_path
 from nbenv.resolve.cache import ResolveCache
 from nbenv.resolve.candidates import parse_filename
 from nbenv.resolve.index import PageSource, ProjectPage, parse_project_page
@@ -44,7 +41,7 @@ class FlatLinks:
             return cached
         found: list[tuple[NormalizedName, str, str, dict[str, str]]] = []
         if location.startswith("file:"):
-            folder = Path(url2pathname(unquote(urlsplit(location).path)))
+            folder = file_url_to_path(location)
             if folder.is_dir():
                 for path in sorted(folder.iterdir()):
                     parsed = parse_filename(path.name)
@@ -81,7 +78,7 @@ class FlatLinks:
         """Local files are hashed once (a lock needs sha256), remembered by size and mtime."""
         if known or not url.startswith("file:"):
             return known
-        path = Path(url2pathname(unquote(urlsplit(url).path)))
+        path = file_url_to_path(url)
         stat = path.stat()
         key = hashlib.sha256(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()
         cached = self.cache.get_summary(key)

@@ -15,15 +15,12 @@ from nbenv.net.http import HttpClient
 from nbenv.paths import cache_dir
 from nbenv.report import NullReporter, Reporter
 from nbenv.resolve.cache import CachePolicy, ResolveCache
-from nbenv.resolve.explain import explain_impossible
 from nbenv.resolve.flat import FlatLinks
 from nbenv.resolve.index import ACCEPT, PageSource, ProjectPage, fetch_project_page, project_url
 from nbenv.resolve.metadata import MetadataFetcher
 from nbenv.resolve.model import DistFile, Resolution, ResolvedPackage
 from nbenv.resolve.prefetch import Prefetcher
 from nbenv.resolve.provider import PYTHON, Candidate, PypiProvider, Req, UnknownProject
-from nbenv.resolve.sdist import build_wheel_from_sdist
-from nbenv.resolve.suggest import close_names, parse_project_list
 from nbenv.resolve.target import Target
 from nbenv.settings import IndexSettings, effective_indexes, read_pip_settings
 from nbenv.spec import EnvRequest
@@ -105,6 +102,8 @@ class PypiResolver:
         return ProjectPage(name, tuple(sources))
 
     def _build_sdist(self, file: DistFile, content: bytes) -> Path:
+        from nbenv.resolve.sdist import build_wheel_from_sdist  # rarely needed: lazily
+
         digest = file.sha256 or hashlib.sha256(content).hexdigest()
         path = self.cache_root / "sdists" / digest / file.filename
         if not path.exists():
@@ -131,6 +130,8 @@ class PypiResolver:
         try:
             result = resolver.resolve(requirements, max_rounds=5000)
         except ResolutionImpossible as exc:
+            from nbenv.resolve.explain import explain_impossible  # the error path only
+
             causes = [(c.requirement, c.parent) for c in exc.causes]
             raise explain_impossible(provider, causes) from None
         except ResolutionTooDeep:
@@ -167,6 +168,8 @@ class PypiResolver:
         return sorted(dict.fromkeys(missing))
 
     def _not_found(self, name: str) -> ProjectNotFoundError:
+        from nbenv.resolve.suggest import close_names
+
         known: list[str] = []
         for index in self.indexes:
             try:
@@ -177,6 +180,8 @@ class PypiResolver:
         return ProjectNotFoundError(name, shown, close_names(name, known))
 
     def _project_list(self, index: str) -> list[str]:
+        from nbenv.resolve.suggest import parse_project_list
+
         url = strip_userinfo(index)
         cached = self.cache.get_page(url)
         if cached is not None:
