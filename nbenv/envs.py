@@ -102,6 +102,7 @@ def create_env(
     *,
     python: str | None = None,
     lock_file: Path | None = None,
+    lock: Lock | None = None,
     store: Store | None = None,
     reporter: Reporter | None = None,
     policy: CachePolicy = CachePolicy.DEFAULT,
@@ -110,7 +111,8 @@ def create_env(
     kernel_prefix: str | None = None,
     link_mode: LinkMode = "auto",
 ) -> CreateResult:
-    """Build (or find) the env for `request` or `lock_file` and register its kernel."""
+    """Build (or find) the env for `request`, or for a given lock (`lock_file` or `lock`:
+    no resolution), and register its kernel."""
     start = time.perf_counter()
     steps: list[tuple[str, float]] = []
     reporter = reporter or NullReporter()
@@ -124,15 +126,18 @@ def create_env(
     indexes = effective_indexes(request.index_url, request.extra_index_urls, settings)
     key = request_key(request, interpreter, indexes, kernel=register_kernel)
 
-    if lock_file is None and policy is CachePolicy.DEFAULT:
+    if lock_file is not None:
+        lock = load_lock(lock_file)
+    given = lock
+    if given is None and policy is CachePolicy.DEFAULT:
         known = store.remembered(key)
         if known is not None:  # the same request on this machine: no resolution, no network
             return _existing(store, known, request, start, register_kernel, kernel_prefix)
 
     client = HttpClient(credentials=Credentials([*indexes, *settings.find_links]))
     try:
-        if lock_file is not None:
-            lock = load_lock(lock_file)
+        if given is not None:
+            lock = given
         else:
             from nbenv.resolve.pypi import resolve
 
@@ -170,7 +175,7 @@ def create_env(
         from nbenv.install import compile_bytecode as compile_in_background
 
         compile_in_background(path)
-    if lock_file is None:
+    if given is None:
         store.remember(key, lock.env_id)
     result = _existing(store, lock.env_id, request, start, register_kernel, kernel_prefix)
     return replace(result, created=created, steps=tuple(steps))
