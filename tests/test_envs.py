@@ -258,3 +258,19 @@ def test_python_option_uses_another_interpreter(env_index: IndexServer, fast_cac
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert out.stdout.strip() == f"{other.version[:2]} 2.0"
+
+
+def test_index_serving_other_bytes_than_it_lists_is_refused(
+    make_index: Callable[..., IndexServer], tmp_path: Path, isolated_env: IsolatedEnv
+) -> None:
+    wheel = build_wheel(tmp_path, "switched", "1.0")
+    listing = Index()
+    listing.add(wheel, pep658=True)  # listed with this file's sha256 and metadata...
+    build_wheel(tmp_path, "switched", "1.0", modules={"switched/__init__.py": "evil = 1\n"})
+    server = make_index(listing)  # ...but the server now has other bytes under that name
+    out = nbenv("create", "--no-kernel", "--index-url", server.url, "switched")
+    assert out.returncode == 1
+    assert "switched-1.0-py3-none-any.whl" in out.stderr
+    assert server.file_url("switched-1.0-py3-none-any.whl") in out.stderr
+    assert Store().env_ids() == []
+    assert not list((isolated_env.nbenv_home / "cache").rglob("switched-1.0-py3-none-any.whl"))
