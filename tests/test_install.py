@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import errno
 import hashlib
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -353,7 +355,8 @@ def test_killing_the_compiler_midway_leaves_a_usable_env(
     env = make_env(tmp_path)
     install_wheels(env, [wheel], cache_root=cache_root)
     process = compile_bytecode(env)
-    os.killpg(process.pid, signal.SIGKILL)  # its own session: the workers go too
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # its own session: the workers go too
     process.wait(timeout=60)
     code = "import many.m0, many.m199; print(many.m199.VALUE)"
     assert run([str(env_python(env)), "-c", code], check=True).stdout == "199\n"
@@ -534,3 +537,29 @@ def test_installing_over_an_existing_file_is_a_conflict(
     install_wheels(env, [wheel], cache_root=cache_root)
     with pytest.raises(InstallConflictError, match="already in the environment"):
         install_wheels(env, [wheel], cache_root=cache_root)
+
+
+def test_stale_bytecode_and_install_time_files_in_a_wheel_are_not_installed(
+    tmp_path: Path, wheel_dir: Path, cache_root: Path
+) -> None:
+    modules = {
+        "alpha/__init__.py": "",
+        "alpha/__pycache__/__init__.cpython-311.pyc": "not bytecode",
+        "alpha-1.0.dist-info/INSTALLER": "pip\n",
+    }
+    wheel = to_install(build_wheel(wheel_dir, "alpha", "1.0", modules=modules))
+    env = make_env(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # installer warns about __pycache__ it is handed
+        install_wheels(env, [wheel], cache_root=cache_root)
+    site = site_packages(env)
+    assert not (site / "alpha" / "__pycache__").exists()
+    assert (site / "alpha-1.0.dist-info" / "INSTALLER").read_text() == "nbenv\n"
+
+
+def test_a_data_directory_outside_the_schemes_is_refused(
+    tmp_path: Path, wheel_dir: Path, cache_root: Path
+) -> None:
+    wheel = build_wheel(wheel_dir, "alpha", "1.0", data_files={"elsewhere/x.txt": "x"})
+    with pytest.raises(InvalidWheelError, match=r"not in a valid \.data subdirectory"):
+        install_wheels(make_env(tmp_path), [to_install(wheel)], cache_root=cache_root)
