@@ -8,11 +8,27 @@ from nbenv.errors import NbenvError
 from nbenv.report import NullReporter, Reporter
 from nbenv.spec import EnvRequest, parse_request
 
+
+def load_ipython_extension(shell: object) -> None:
+    """`%load_ext nbenv`: the %%pypi, %pypi, %%conda and %nbenv magics."""
+    from nbenv.magics import load_ipython_extension as load
+
+    load(shell)  # type: ignore[arg-type]
+
+
+def unload_ipython_extension(shell: object) -> None:
+    from nbenv.magics import unload_ipython_extension as unload
+
+    unload(shell)  # type: ignore[arg-type]
+
+
 __all__ = [
     "EnvRequest",
     "NbenvError",
     "NullReporter",
     "Reporter",
     "__version__",
+    "load_ipython_extension",
     "parse_request",
+    "unload_ipython_extension",
 ]

@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -45,13 +46,21 @@ def _parser() -> argparse.ArgumentParser:
 
     lock = commands.add_parser(
         "lock",
-        help="resolve requirements into a pylock.toml",
+        help="resolve requirements (or a notebook's envs) into a lock",
         description="Resolve requirements into a PEP 751 pylock.toml, printed or written "
-        "with -o. --python and --platform may be repeated to lock several targets at once.",
+        "with -o. --python and --platform may be repeated to lock several targets at once. "
+        "`nbenv lock NOTEBOOK.ipynb` locks every env the notebook declares into "
+        "NOTEBOOK.nbenv.lock beside it (entries already there are kept unless --upgrade).",
     )
     add_request_arguments(lock)
     lock.add_argument("-o", "--output", type=Path, help="write the lock to this file")
     lock.add_argument("--json", action="store_true", help="print a JSON summary instead")
+    lock.add_argument("--upgrade", action="store_true", help="notebook: resolve every env again")
+    lock.add_argument(
+        "--embed",
+        action="store_true",
+        help="notebook: also store the locks in the notebook's metadata",
+    )
     _cache_options(lock)
 
     create = commands.add_parser(
@@ -94,6 +103,32 @@ def _parser() -> argparse.ArgumentParser:
     gc.add_argument("--dry-run", action="store_true", help="only say what would go")
     gc.add_argument("--older-than", type=float, metavar="DAYS")
 
+    run = commands.add_parser(
+        "run",
+        help="execute a notebook headless in its locked envs",
+        description="Build every env the notebook declares from its lock (resolving and "
+        "adding only those the lock lacks), then execute the notebook with nbclient and save "
+        "the result, NOTEBOOK.out.ipynb unless -o. Exits non-zero if a cell fails.",
+    )
+    run.add_argument("notebook", type=Path, metavar="NOTEBOOK.ipynb")
+    run.add_argument("-o", "--output", type=Path, help="where to save the executed notebook")
+    run.add_argument("--kernel", help="kernel to run it in (default: the notebook's own)")
+    run.add_argument("--timeout", type=int, metavar="S", help="seconds allowed per cell")
+    run.add_argument(
+        "--startup-timeout", type=int, default=60, metavar="S", help="seconds for the kernel"
+    )
+
+    export = commands.add_parser(
+        "export",
+        help="print a locked env as requirements, pylock, environment.yml or Metaflow",
+        description="Export the lock of a notebook's env (NOTEBOOK.ipynb, --env KEY when it "
+        "declares several), of a store env (name or id) or of a pylock.toml file.",
+    )
+    export.add_argument("target", metavar="NOTEBOOK.ipynb|ENV")
+    export.add_argument("--format", "-f", required=True, choices=list(_export_formats()))
+    export.add_argument("--env", metavar="KEY", help="which env of the notebook (key prefix)")
+    export.add_argument("-o", "--output", type=Path, help="write to this file")
+
     kernel = commands.add_parser("kernel", help="install or remove an env's kernelspec")
     kernel_commands = kernel.add_subparsers(dest="kernel_command", parser_class=_Parser)
     for action in ("install", "remove"):
@@ -120,6 +155,13 @@ def _lock(ns: argparse.Namespace, reporter: Reporter) -> int:
     from nbenv.lock import build_lock, write_lock
     from nbenv.resolve.pypi import resolve
 
+    if ns.specs and ns.specs[0].endswith(".ipynb"):
+        return _lock_notebook(ns, reporter)
+    if ns.upgrade or ns.embed:
+        raise UsageError(
+            "nbenv lock: --upgrade and --embed are for a notebook: "
+            "`nbenv lock NOTEBOOK.ipynb --upgrade`"
+        )
     request = request_from_namespace(ns)
     if not request.requirements:
         raise UsageError("nbenv lock: give at least one requirement, e.g. `nbenv lock pandas`")
@@ -134,6 +176,120 @@ def _lock(ns: argparse.Namespace, reporter: Reporter) -> int:
         _print_json(summary)
     elif ns.output is None:
         sys.stdout.write(lock.dumps())
+    return 0
+
+
+def _lock_notebook(ns: argparse.Namespace, reporter: Reporter) -> int:
+    from nbenv.notebook import NotebookLock, embed_locks, lock_notebook
+
+    notebook = Path(ns.specs[0])
+    given = [
+        option
+        for option, value in (
+            ("another SPEC", ns.specs[1:]),
+            ("--index-url", ns.index_url),
+            ("--extra-index-url", ns.extra_index_url),
+            ("--python", ns.python),
+            ("--platform", ns.platform),
+            ("--pre", ns.pre),
+            ("--name", ns.name),
+            ("--output", ns.output),
+        )
+        if value
+    ]
+    if given:
+        raise UsageError(
+            f"nbenv lock {notebook}: {given[0]} does not apply to a notebook; its cells "
+            "declare the requirements, indexes and Python (e.g. `%%pypi --index-url URL pandas`)"
+        )
+    result = lock_notebook(notebook, upgrade=ns.upgrade, policy=_policy(ns), reporter=reporter)
+    embedded = False
+    if ns.embed and (result.envs or result.removed):
+        embedded = embed_locks(notebook, NotebookLock.load(result.location.path))
+    _close(reporter)
+    if ns.json:
+        _print_json(
+            {
+                "path": str(result.location.path),
+                "written": result.written,
+                "embedded": embedded,
+                "envs": [asdict(e) for e in result.envs],
+                "removed": list(result.removed),
+            }
+        )
+        return 0
+    where = result.location.path
+    if not result.envs and not result.removed:
+        print(f"{notebook} declares no environment (%%pypi, %%conda, %pypi): nothing to lock.")
+        return 0
+    verb = "Wrote" if result.written else "Up to date:"
+    print(f"{verb} {where} ({len(result.envs)} environment{'s' if len(result.envs) != 1 else ''})")
+    labels = {
+        "kept": "locked already",
+        "added": "resolved",
+        "upgraded": "upgraded",
+        "unchanged": "no newer versions",
+    }
+    width = max((len(e.declared) for e in result.envs), default=0)
+    for env in result.envs:
+        detail = f": {', '.join(env.changes)}" if env.changes else ""
+        print(f"  {env.declared.ljust(width)}  env {env.env_id}  {labels[env.status]}{detail}")
+    for key in result.removed:
+        print(f"  removed {key}: no cell declares it any more")
+    if ns.embed:
+        state = "Embedded the locks in" if embedded else "The locks embedded in"
+        print(f"{state} {notebook} (metadata.nbenv.locks){'' if embedded else ' are current'}")
+    return 0
+
+
+def _run(ns: argparse.Namespace, reporter: Reporter) -> int:
+    from nbenv.run import default_output, execute_notebook, prepare_notebook
+
+    notebook: Path = ns.notebook
+    if notebook.suffix != ".ipynb":
+        raise UsageError(f"nbenv run: {notebook} is not a .ipynb notebook")
+    prepared = prepare_notebook(notebook, reporter=reporter)
+    _close(reporter)
+    where = prepared.location.path
+    if prepared.envs:
+        print(f"Lock file: {where}")
+    for env in prepared.envs:
+        verb = "built" if env.result.created else "ready"
+        note = "  (not in the lock: resolved and added)" if env.status == "added" else ""
+        print(f"  {env.declaration.describe()}: env {env.lock.env_id} {verb}{note}")
+    output = ns.output or default_output(notebook)
+    print(f"Executing {notebook} ...", flush=True)
+    done = execute_notebook(
+        notebook,
+        lock_path=where,
+        output=output,
+        kernel=ns.kernel,
+        timeout=ns.timeout,
+        startup_timeout=ns.startup_timeout,
+    )
+    print(
+        f"Executed {done.cells} code cells with kernel {done.kernel} in {done.seconds:.1f} s; "
+        f"saved to {done.output}"
+    )
+    return 0
+
+
+def _export_formats() -> tuple[str, ...]:
+    from nbenv.export import FORMATS
+
+    return FORMATS
+
+
+def _export(ns: argparse.Namespace, reporter: Reporter) -> int:
+    from nbenv.export import export_lock, find_export_source
+
+    text = export_lock(find_export_source(ns.target, env=ns.env), ns.format)
+    if ns.output is None:
+        sys.stdout.write(text)
+        return 0
+    ns.output.parent.mkdir(parents=True, exist_ok=True)
+    ns.output.write_text(text, encoding="utf-8")
+    print(f"Wrote {ns.output}", file=sys.stderr)
     return 0
 
 
@@ -289,6 +445,8 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Reporter], int]] = {
     "remove": _remove,
     "gc": _gc,
     "kernel": _kernel,
+    "run": _run,
+    "export": _export,
 }
 
 

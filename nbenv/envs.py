@@ -357,7 +357,7 @@ def describe_env(store: Store, env_id: str) -> dict[str, Any]:
     size, unique = store.size(env_id)
     return {
         "env_id": env_id,
-        "name": ", ".join(names) or record.name,
+        "name": ", ".join(names) or None,  # aliases move; the record's name may be stale
         "path": str(path),
         "python": record.python,
         "base_interpreter": record.base_interpreter,

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar, cast
 
 if TYPE_CHECKING:
     from nbenv.interpreters import Interpreter
 
 __all__ = [
+    "ChildCrashedError",
+    "ChildExecutionError",
+    "ChildInterrupted",
     "ConflictError",
     "DownloadError",
     "HashMismatchError",
@@ -23,14 +26,19 @@ __all__ = [
     "NoCompatibleDistributionError",
     "NoInterpreterError",
     "NoMatchingVersionError",
+    "NotebookExecutionError",
+    "NotebookFileError",
     "OfflineFetchError",
     "OfflineMissingError",
     "PipConfigError",
     "ProjectNotFoundError",
     "SdistBuildError",
     "SpecError",
+    "SubKernelError",
+    "SubKernelStartError",
     "UnsafeWheelError",
     "UsageError",
+    "VariableTransferError",
     "VenvCreationError",
 ]
 
@@ -304,3 +312,166 @@ class VenvCreationError(InstallError):
         self.output = output
         tail = "\n".join(output.strip().splitlines()[-20:])
         super().__init__(f"`{python} -m venv` could not create an environment:\n{tail}")
+
+
+class NotebookFileError(NbenvError):
+    """A notebook that cannot be read or written (not JSON, not nbformat, unreadable)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class NotebookExecutionError(NbenvError):
+    """A cell failed (or timed out, or its kernel died) while `nbenv run` executed a notebook."""
+
+    def __init__(
+        self,
+        notebook: str,
+        cell: int | None,
+        ename: str,
+        evalue: str,
+        traceback: str = "",
+        output: str | None = None,
+    ) -> None:
+        self.notebook = notebook
+        self.cell = cell  # 1-based, counting every cell; None before the first cell ran
+        self.ename = ename
+        self.evalue = evalue
+        self.traceback = traceback
+        self.output = output
+        where = f"Cell {cell} of {notebook}" if cell is not None else notebook
+        lines = [f"{where} failed: {ename}: {evalue}" if evalue else f"{where} failed: {ename}"]
+        if traceback.strip():
+            lines += ["", *traceback.rstrip().splitlines()[-40:], ""]
+        if output is not None:
+            lines.append(f"The notebook, executed up to that cell, was saved to {output}.")
+        super().__init__("\n".join(lines))
+
+
+# -- child kernels (nbenv.subkernel) ------------------------------------------------------
+
+_E = TypeVar("_E", bound=BaseException)
+_NAMED: dict[tuple[type, str], type] = {}
+
+
+def _named(base: type[_E], name: str) -> type[_E]:
+    """A subclass of `base` called `name` (cached), so that IPython, which reports an error
+    by its class name, shows the child's exception name (`ZeroDivisionError`), not ours."""
+    if not name.isidentifier() or name == base.__name__:
+        return base
+    key = (base, name)
+    if key not in _NAMED:
+        _NAMED[key] = type(name, (base,), {"__module__": base.__module__, "__qualname__": name})
+    return cast("type[_E]", _NAMED[key])
+
+
+class SubKernelError(NbenvError):
+    """An env's kernel running cells for a parent kernel failed. In IPython it shows as its
+    message alone (`_render_traceback_`): nbenv's own frames mean nothing to the user."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"\x1b[0;31m{type(self).__name__}\x1b[0m: {self}"]
+
+
+class SubKernelStartError(SubKernelError):
+    def __init__(self, env_id: str, python: str, reason: str, output: str = "") -> None:
+        self.env_id = env_id
+        self.python = python
+        self.reason = reason
+        self.output = output
+        message = f"The kernel of env {env_id[:12]} ({python}) did not start: {reason}"
+        if output.strip():
+            message += "\n" + "\n".join(output.strip().splitlines()[-20:])
+        super().__init__(message)
+
+
+class ChildCrashedError(SubKernelError):
+    """The env's kernel died while running a cell; the next cell starts a fresh one."""
+
+    def __init__(self, env_id: str, exit_code: int | None, output: str = "") -> None:
+        self.env_id = env_id
+        self.exit_code = exit_code
+        self.status = _exit_status(exit_code)  # "exit code 3", "killed by signal 9, SIGKILL"
+        self.output = output
+        message = f"The env's kernel died ({self.status}); it restarts on next use; "
+        message += "state was lost."
+        if output.strip():
+            message += "\nIts last words:\n" + "\n".join(output.strip().splitlines()[-20:])
+        super().__init__(message)
+
+
+def _exit_status(code: int | None) -> str:
+    if code is None:
+        return "exit code unknown"
+    if code < 0:
+        import signal
+
+        try:
+            return f"killed by signal {-code}, {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+class VariableTransferError(SubKernelError):
+    """A value passed into (`--in`) or out of (`--out`) an env's kernel cannot cross."""
+
+    def __init__(self, name: str, direction: str, reason: str) -> None:
+        self.name = name
+        self.direction = direction  # "in" | "out"
+        self.reason = reason
+        where = "into the env's kernel" if direction == "in" else "out of the env's kernel"
+        super().__init__(
+            f"Variable {name!r} cannot be passed {where}: {reason}. Values cross as pickles: "
+            "pass plain data (numbers, strings, lists, dicts, arrays) or objects whose classes "
+            "both kernels can import."
+        )
+
+
+class ChildExecutionError(SubKernelError):
+    """The cell's code raised in the env's kernel. Raised out of a magic, IPython shows the
+    child's own traceback (ANSI-colored, as the child formatted it) and nothing of nbenv, and
+    the cell's error reads as the child's: build it with `from_child`, whose class carries the
+    child's exception name, and `str()` is the child's evalue."""
+
+    def __init__(self, ename: str, evalue: str, traceback: Sequence[str]) -> None:
+        self.ename = ename
+        self.evalue = evalue
+        self.traceback = tuple(traceback)
+        super().__init__(evalue)
+
+    @classmethod
+    def from_child(cls, ename: str, evalue: str, traceback: Sequence[str]) -> ChildExecutionError:
+        return _named(cls, ename)(ename, evalue, traceback)
+
+    def render(self) -> str:
+        """The child's traceback as text (with ANSI colors), for a non-IPython display."""
+        return "\n".join(self._render_traceback_())
+
+    def _render_traceback_(self) -> list[str]:
+        return list(self.traceback) or [f"{self.ename}: {self.evalue}"]
+
+
+class ChildInterrupted(KeyboardInterrupt):
+    """The parent was interrupted while the env's kernel ran a cell: the child was
+    interrupted too, and this carries its traceback. A KeyboardInterrupt, not an NbenvError,
+    so that code which handles interrupts keeps working."""
+
+    def __init__(self, ename: str, evalue: str, traceback: Sequence[str]) -> None:
+        self.ename = ename
+        self.evalue = evalue
+        self.traceback = tuple(traceback)
+        super().__init__(evalue)
+
+    @classmethod
+    def from_child(cls, ename: str, evalue: str, traceback: Sequence[str]) -> ChildInterrupted:
+        return _named(cls, ename)(ename, evalue, traceback)
+
+    def render(self) -> str:
+        return "\n".join(self._render_traceback_())
+
+    def _render_traceback_(self) -> list[str]:
+        detail = f": {self.evalue}" if self.evalue else ""
+        return list(self.traceback) or [f"\x1b[0;31m{self.ename}\x1b[0m{detail}"]

@@ -19,7 +19,7 @@ import os
 import re
 import secrets
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -50,6 +50,7 @@ __all__ = [
     "load_lock",
     "loads_lock",
     "lock_filename",
+    "lock_from_dict",
     "write_lock",
 ]
 
@@ -150,6 +151,16 @@ def loads_lock(text: str, source: str = "<string>") -> Lock:
             source,
             f"is not a valid PEP 751 lock file: {exc}. Restore it, or delete it and lock again.",
         ) from None
+    return _lock_of(pylock, source)
+
+
+def lock_from_dict(data: Mapping[str, Any], source: str = "<table>") -> Lock:
+    """Validate a pylock table already parsed (e.g. one kept inside a notebook lock file);
+    `source` names it in errors."""
+    try:
+        pylock = Pylock.from_dict(data)
+    except PylockValidationError as exc:
+        raise LockFileError(source, f"is not a valid PEP 751 lock: {exc}.") from None
     return _lock_of(pylock, source)
 
 

@@ -154,3 +154,58 @@ def env_index(session_env_index: IndexServer) -> IndexServer:
 def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One download/unpack cache for tests that build envs but do not test caching."""
     return tmp_path_factory.mktemp("shared-cache")
+
+
+# What may be shared between tests: content-addressed, so never stale. Index pages and
+# resolution summaries stay per test (a test that adds a release must not leak it).
+_SHAREABLE = ("files", "unpacked", "built", "sdists")
+
+
+@pytest.fixture
+def fast_cache(shared_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """NBENV_CACHE_DIR whose downloads and unpacked wheels are shared across the session."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for name in _SHAREABLE:
+        (shared_cache / name).mkdir(exist_ok=True)
+        (cache / name).symlink_to(shared_cache / name, target_is_directory=True)
+    monkeypatch.setenv("NBENV_CACHE_DIR", str(cache))
+    return cache
+
+
+# -- envs that run kernels, built once per session (child kernels, nbenv.subkernel) -------
+
+
+@pytest.fixture(scope="session")
+def kernel_env(
+    session_env_index: IndexServer, shared_cache: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[..., Any]:
+    """`kernel_env("alpha")`: a CreateResult for an env of those requirements plus the kernel
+    packages, built once per session with bytecode compiled (kernels start as fast as they
+    would for a user), in a home of its own so that each test's isolated home stays empty."""
+    from nbenv.envs import CreateResult, create_env
+    from nbenv.install import compile_bytecode
+    from nbenv.spec import parse_request
+
+    root = tmp_path_factory.mktemp("kernel-envs")
+    built: dict[tuple[str, ...], CreateResult] = {}
+
+    def build(*requirements: str) -> CreateResult:
+        if requirements not in built:
+            with pytest.MonkeyPatch.context() as patch:
+                for name in os.environ:
+                    if name in _CLEARED or name.startswith(_CLEARED_PREFIXES):
+                        patch.delenv(name)
+                for name in ("NBENV_HOME", "JUPYTER_DATA_DIR", "JUPYTER_CONFIG_DIR", "HOME"):
+                    patch.setenv(name, str(root / name.lower()))
+                patch.setenv("NBENV_CACHE_DIR", str(shared_cache))
+                patch.setenv("PIP_CONFIG_FILE", os.devnull)
+                patch.setenv("NO_PROXY", "127.0.0.1,localhost")
+                patch.setenv("no_proxy", "127.0.0.1,localhost")
+                request = parse_request(["--index-url", session_env_index.url, *requirements])
+                result = create_env(request, compile_bytecode=False)
+                compile_bytecode(result.path, wait=True)
+            built[requirements] = result
+        return built[requirements]
+
+    return build

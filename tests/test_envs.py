@@ -21,12 +21,6 @@ from support.wheels import build_wheel
 from nbenv.store import Store
 
 
-@pytest.fixture
-def fast_cache(shared_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("NBENV_CACHE_DIR", str(shared_cache))
-    return shared_cache
-
-
 def nbenv(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "nbenv", *args],

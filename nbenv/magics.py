@@ -1,0 +1,257 @@
+"""`%%pypi`, `%pypi`, `%%conda` and `%nbenv`: thin, they parse, call the core and show.
+
+%load_ext nbenv
+%%pypi pandas scikit-learn         # the body runs in that env's own kernel
+%pypi pandas                       # the notebook-level env: built, kernel registered
+%nbenv list                        # the CLI, inside the notebook
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shlex
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+
+from nbenv.cellspec import CellDeclaration, parse_cell
+from nbenv.errors import NbenvError, SubKernelError
+from nbenv.net.auth import redact
+
+__all__ = ["NbenvMagics", "load_ipython_extension", "unload_ipython_extension"]
+
+
+class NbenvCellError(Exception):
+    """Shown as nbenv's message alone (no Python traceback), and fails the cell so that
+    "Run All" stops."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def _render_traceback_(self) -> list[str]:  # IPython shows exactly these lines
+        return [f"\x1b[31mnbenv:\x1b[0m {line}" if i == 0 else line
+                for i, line in enumerate(self.message.splitlines())]  # fmt: skip
+
+
+class CellReporter:
+    """Progress in the cell while an env is resolved and built: one line, updated in place
+    (a display with an id, so it leaves no trace in the cell's output stream), replaced by a
+    one-line summary at the end. The widget display comes with the inspector. Thread-safe:
+    the core reports from worker threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._handle: Any = None
+        self._stage = ""
+        self._started = time.perf_counter()
+        self.notes: list[str] = []
+
+    def _show(self, text: str) -> None:
+        from IPython.display import display
+
+        bundle = {"text/plain": text}
+        if self._handle is None:
+            self._handle = display(bundle, raw=True, display_id=True)  # type: ignore[no-untyped-call]
+        else:
+            self._handle.update(bundle, raw=True)
+
+    def stage(self, name: str) -> None:
+        with self._lock:
+            self._stage = name
+            self._show(f"nbenv: {name} ...")
+
+    def progress(self, name: str, done: int, total: int | None) -> None:
+        with self._lock:
+            if name != self._stage or self._handle is None:
+                return
+            amount = f"{done}/{total}" if total else str(done)
+            if name == "downloading":
+                amount = f"{done / 1e6:.1f}/{(total or 0) / 1e6:.1f} MB" if total else ""
+            self._show(f"nbenv: {name} {amount}")
+
+    def note(self, message: str) -> None:
+        with self._lock:
+            self.notes.append(redact(message))
+
+    def finish(self, summary: str | None) -> None:
+        """Replace the progress line with `summary` (nothing shown if no work was done)."""
+        with self._lock:
+            if self._handle is not None:
+                elapsed = time.perf_counter() - self._started
+                self._show(f"nbenv: {summary} ({elapsed:.1f} s)" if summary else "")
+
+
+@dataclass
+class _Running:
+    """A child kernel this notebook started, and what it was declared with."""
+
+    env_id: str
+    options: tuple[object, ...]  # index, python, pre: a grown declaration keeps these
+    requirements: frozenset[str]
+    packages: dict[str, str]  # name -> version in the env the child runs on
+
+
+def _options(declaration: CellDeclaration) -> tuple[object, ...]:
+    request = declaration.pypi
+    return (request.index_url, request.extra_index_urls, request.pythons, request.pre)
+
+
+@magics_class
+class NbenvMagics(Magics):
+    def __init__(self, shell: InteractiveShell) -> None:
+        super().__init__(shell)
+        self._running: dict[str, _Running] = {}  # env id -> the child that runs it
+
+    # -- the declaration -> env step, shared by every magic ----------------------------------
+    def _env_for(self, declaration: CellDeclaration) -> Any:
+        from nbenv.notebook import ensure_env, locate_lock, open_lock
+
+        location = locate_lock(self.shell.user_ns if self.shell else None)
+        notebook_lock = open_lock(location)
+        reporter = CellReporter()
+        try:
+            env = ensure_env(declaration, notebook_lock, upgrade=declaration.upgrade,
+                             reporter=reporter)  # fmt: skip
+        except BaseException:
+            reporter.finish(None)
+            raise
+        if env.status != "locked":
+            notebook_lock.save()
+        result = env.result
+        summary = None
+        if result.created or env.status != "locked":
+            count = len(env.lock.pylock.packages)
+            where = f"; {env.status} in {location.path.name}" if env.status != "locked" else ""
+            summary = (f"env {result.record.env_id[:12]} ready: Python {result.record.python}, "
+                       f"{count} packages{where}")  # fmt: skip
+        reporter.finish(summary)
+        return result
+
+    def _run(self, declaration: CellDeclaration) -> None:
+        try:
+            result = self._env_for(declaration)
+            if not declaration.body.strip():
+                self._summary(result)
+                return
+            self._execute(declaration, result)
+        except SubKernelError:
+            raise  # it renders the child's own traceback or its message
+        except NbenvError as exc:
+            raise NbenvCellError(redact(str(exc))) from None
+
+    def _summary(self, result: Any) -> None:
+        from nbenv.envs import describe_env
+        from nbenv.store import Store
+
+        info = describe_env(Store(), result.record.env_id)
+        kernel = result.kernel.display_name if result.kernel else "(no kernel)"
+        verb = "built" if result.created else "ready"
+        print(
+            f"nbenv: env {info['name'] or result.record.env_id} {verb}: Python "
+            f"{result.record.python}, {len(info['packages'])} packages, kernel {kernel!r}.\n"
+            f"Switch this notebook to it with Kernel > Change Kernel > {kernel}, or run cells "
+            "in it with %%pypi."
+        )
+
+    def _execute(self, declaration: CellDeclaration, result: Any) -> None:
+        from nbenv.lock import load_lock
+        from nbenv.store import LOCK_FILE
+        from nbenv.subkernel import pool_for
+
+        assert self.shell is not None
+        lock = load_lock(result.path / LOCK_FILE)
+        packages = {str(p.name): str(p.version) for p in lock.pylock.packages}
+        pool = pool_for(self.shell)
+        env_id = result.record.env_id
+        wanted = frozenset(declaration.pypi.requirement_strings())
+        if pool.find(env_id) is None:
+            # A declaration that grew (`%pypi beta` added to a cell that ran with `alpha`)
+            # keeps its kernel and its variables when no version moved, like `%pip install`.
+            grown = [r for r in self._running.values()
+                     if r.options == _options(declaration) and r.requirements < wanted
+                     and pool.find(r.env_id) is not None]  # fmt: skip
+            if grown:
+                previous = max(grown, key=lambda r: len(r.requirements))
+                old = pool.find(previous.env_id)
+                moved = {n: (v, packages.get(n)) for n, v in previous.packages.items()
+                         if packages.get(n) != v}  # fmt: skip
+                if old is not None and not moved and old.is_alive():
+                    old.retarget(result.path, env_id)
+                    self._running.pop(previous.env_id, None)
+                elif moved:
+                    what = ", ".join(f"{n} {a} -> {b or 'removed'}" for n, (a, b) in moved.items())
+                    print(
+                        f"nbenv: adding {', '.join(sorted(wanted - previous.requirements))} "
+                        f"changes {what}, so this cell runs in a new kernel: variables set "
+                        "by the earlier cells of this env are not here."
+                    )
+        self._running[env_id] = _Running(env_id, _options(declaration), wanted, packages)
+        child = pool.get(result.record.env_id, result.python, result.path)
+        inputs = {}
+        for name in declaration.inputs:
+            if name not in self.shell.user_ns:
+                raise NbenvError(f"--in {name}: there is no variable {name!r} in this notebook")
+            inputs[name] = self.shell.user_ns[name]
+        values = child.run_cell(declaration.body, self.shell, inputs=inputs,
+                                outputs=declaration.outputs)  # fmt: skip
+        self.shell.user_ns.update(values)
+
+    # -- magics --------------------------------------------------------------------------------
+    @cell_magic
+    def pypi(self, line: str, cell: str) -> None:
+        """%%pypi [--python X.Y] [--index-url URL] [--in a,b] [--out c] [--upgrade] SPEC...
+
+        Run the cell in an isolated env with these PyPI requirements. Lines below that start
+        with %pypi or %conda add to the same env."""
+        self._run(self._parse("pypi", line, cell))
+
+    @cell_magic
+    def conda(self, line: str, cell: str) -> None:
+        """%%conda [-c CHANNEL] SPEC... — Conda packages (mixed with %pypi lines)."""
+        self._run(self._parse("conda", line, cell))
+
+    @line_magic("pypi")  # type: ignore[arg-type]
+    def pypi_line(self, line: str) -> None:
+        """%pypi SPEC... — the notebook-level env: built, locked, kernel registered."""
+        self._run(self._parse("pypi", line, ""))
+
+    @line_magic
+    def nbenv(self, line: str) -> None:
+        """%nbenv list|show|remove|gc|lock|export|run|kernel ... — the nbenv CLI."""
+        from nbenv.cli import main
+
+        try:
+            argv = shlex.split(line) or ["--help"]
+        except ValueError as exc:
+            raise NbenvCellError(f"%nbenv {line}: {exc}") from None
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            code = main(argv)
+        if code != 0:  # the cell fails, so "Run All" stops as it would in a terminal
+            raise NbenvCellError(err.getvalue().strip().removeprefix("error: "))
+        if err.getvalue():
+            print(err.getvalue().rstrip(), file=sys.stderr)
+
+    def _parse(self, magic: str, line: str, cell: str) -> CellDeclaration:
+        try:
+            return parse_cell(magic, line, cell)
+        except NbenvError as exc:
+            raise NbenvCellError(str(exc)) from None
+
+
+def load_ipython_extension(shell: InteractiveShell) -> None:
+    shell.register_magics(NbenvMagics)
+    # both the cell and the line form are called "pypi": IPython keeps them apart by kind
+
+
+def unload_ipython_extension(shell: InteractiveShell) -> None:
+    from nbenv.subkernel import pool_for
+
+    pool_for(shell).shutdown_all()

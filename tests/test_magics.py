@@ -1,0 +1,182 @@
+"""The magics as a user meets them: real notebooks, real kernels, the local index."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from pathlib import Path
+
+from support.index_server import IndexServer
+from support.notebooks import nbenv_cli, outputs, read_notebook, stream_text, write_notebook
+from support.wheels import build_wheel
+
+from nbenv.store import Store
+
+
+def run(path: Path, *args: str) -> tuple[int, str, list[list[dict[str, object]]]]:
+    out = nbenv_cli("run", str(path), *args)
+    executed = path.with_name(path.stem + ".out.ipynb")
+    notebook = read_notebook(executed) if executed.exists() else None
+    return out.returncode, out.stderr, outputs(notebook) if notebook else []
+
+
+def test_cell_runs_in_its_env_and_state_persists(
+    env_index: IndexServer, fast_cache: Path, tmp_path: Path
+) -> None:
+    pypi = f"%%pypi --index-url {env_index.url} alpha"
+    path = write_notebook(
+        tmp_path / "analysis.ipynb",
+        "%load_ext nbenv",
+        f"{pypi}\nimport sys, alpha\nprint(sys.prefix)\nsecret = 42",
+        f"{pypi}\nprint(alpha.__version__, secret)",
+        "print('parent has alpha:', 'alpha' in globals())",
+    )
+    code, err, _cells = run(path)
+    assert code == 0, err
+    printed = stream_text(read_notebook(tmp_path / "analysis.out.ipynb"))
+    (env_id,) = Store().env_ids()
+    assert printed[1].strip() == str(Store().path(env_id))
+    assert printed[2].strip() == "2.0 42"
+    assert printed[3].strip() == "parent has alpha: False"
+
+
+def test_lock_beside_the_notebook_is_reused_without_the_index(
+    env_index: IndexServer, fast_cache: Path, tmp_path: Path
+) -> None:
+    path = write_notebook(
+        tmp_path / "study.ipynb",
+        "%load_ext nbenv",
+        f"%%pypi --index-url {env_index.url} gamma\nimport gamma\nprint(gamma.__version__)",
+    )
+    code, err, _ = run(path)
+    assert code == 0, err
+    lock = tmp_path / "study.nbenv.lock"
+    first = lock.read_bytes()
+    assert b'name = "gamma"' in first
+    # a newer gamma appears; the lock keeps the notebook on the version it was run with
+    env_index.add(build_wheel(tmp_path / "new", "gamma", "1.5"))
+    env_index.clear_log()
+    code, err, _ = run(path)
+    assert code == 0, err
+    assert stream_text(read_notebook(tmp_path / "study.out.ipynb"))[1].strip() == "1.1"
+    assert env_index.count("/simple/") == 0
+    assert lock.read_bytes() == first
+
+
+def test_upgrade_re_resolves_and_updates_the_lock(
+    env_index: IndexServer, fast_cache: Path, tmp_path: Path
+) -> None:
+    cell = f"%%pypi --index-url {env_index.url} gamma\nimport gamma\nprint(gamma.__version__)"
+    path = write_notebook(tmp_path / "up.ipynb", "%load_ext nbenv", cell)
+    assert run(path)[0] == 0
+    env_index.add(build_wheel(tmp_path / "new", "gamma", "1.5"))
+    upgraded = write_notebook(tmp_path / "up.ipynb", "%load_ext nbenv",
+                              cell.replace(" gamma\n", " gamma --upgrade\n", 1))  # fmt: skip
+    code, err, _ = run(upgraded)
+    assert code == 0, err
+    assert stream_text(read_notebook(tmp_path / "up.out.ipynb"))[1].strip() == "1.5"
+    assert b'version = "1.5"' in (tmp_path / "up.nbenv.lock").read_bytes()
+
+
+def test_empty_body_builds_and_registers_a_kernel(
+    env_index: IndexServer, fast_cache: Path, tmp_path: Path
+) -> None:
+    path = write_notebook(
+        tmp_path / "k.ipynb",
+        "%load_ext nbenv",
+        f"%pypi --index-url {env_index.url} --name k1 alpha",
+    )
+    code, err, _ = run(path)
+    assert code == 0, err
+    text = stream_text(read_notebook(tmp_path / "k.out.ipynb"))[1]
+    assert "nbenv: env k1 built: Python 3.11" in text or "nbenv: env k1 ready" in text
+    assert "kernel 'Python 3.11 · nbenv: k1'" in text
+    assert "Change Kernel" in text
+    listed = json.loads(nbenv_cli("list", "--json").stdout)
+    assert [r["name"] for r in listed] == ["k1"]
+
+
+def execute(path: Path) -> list[list[dict[str, object]]]:
+    """Run a notebook in a kernel as Jupyter would (no pre-build): stops at the first error."""
+    import nbclient
+    from nbclient.exceptions import CellExecutionError
+
+    notebook = read_notebook(path)
+    resources = {"metadata": {"path": str(path.parent)}}
+    client = nbclient.NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources=resources
+    )
+    with contextlib.suppress(CellExecutionError):
+        client.execute()
+    return outputs(notebook)
+
+
+def test_errors_fail_the_cell_with_a_message_not_a_traceback(
+    env_index: IndexServer, fast_cache: Path, tmp_path: Path
+) -> None:
+    path = write_notebook(
+        tmp_path / "bad.ipynb",
+        "%load_ext nbenv",
+        f"%%pypi --index-url {env_index.url} alpah\nprint('never')",
+        "print('not reached')",
+    )
+    cells = execute(path)
+    (error,) = [o for o in cells[1] if o["output_type"] == "error"]
+    text = "\n".join(error["traceback"])  # type: ignore[arg-type]
+    assert "No project named 'alpah'" in text and "Did you mean: alpha?" in text
+    assert "Traceback" not in text and "nbenv/" not in text
+    assert cells[2] == []  # "Run All" stopped at the failing cell
+    # `nbenv run` says the same before it starts a kernel
+    code, err, _ = run(path)
+    assert code == 1 and "Did you mean: alpha?" in err
+
+
+def test_child_error_shows_the_child_traceback(
+    env_index: IndexServer, fast_cache: Path, tmp_path: Path
+) -> None:
+    path = write_notebook(
+        tmp_path / "boom.ipynb",
+        "%load_ext nbenv",
+        f"%%pypi --index-url {env_index.url} alpha\ndef f():\n    return 1 / 0\nf()",
+    )
+    code, _err, cells = run(path)
+    assert code == 1
+    (error,) = [o for o in cells[1] if o["output_type"] == "error"]
+    assert error["ename"] == "ZeroDivisionError"
+    text = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(error["traceback"]))  # type: ignore[arg-type]
+    assert "return 1 / 0" in text
+    assert "subkernel" not in text and "magics" not in text
+
+
+def test_adding_a_package_keeps_the_state_when_versions_agree(
+    env_index: IndexServer, fast_cache: Path, tmp_path: Path
+) -> None:
+    url = env_index.url
+    path = write_notebook(
+        tmp_path / "grow.ipynb",
+        "%load_ext nbenv",
+        f"%%pypi --index-url {url} alpha\nkept = 'state'",
+        f"%%pypi --index-url {url} alpha\n%pypi beta\nimport beta\nprint(kept, beta.__version__)",
+    )
+    code, err, _ = run(path)
+    assert code == 0, err
+    assert stream_text(read_notebook(tmp_path / "grow.out.ipynb"))[2].strip() == "state 1.0"
+
+
+def test_nbenv_line_magic_mirrors_the_cli(
+    env_index: IndexServer, fast_cache: Path, tmp_path: Path
+) -> None:
+    path = write_notebook(
+        tmp_path / "cli.ipynb",
+        "%load_ext nbenv",
+        f"%pypi --index-url {env_index.url} --name viacli alpha",
+        "%nbenv list",
+        "%nbenv show nope",
+    )
+    code, _err, cells = run(path)
+    assert code == 1
+    printed = stream_text(read_notebook(tmp_path / "cli.out.ipynb"))
+    assert printed[2].splitlines()[1].startswith("viacli")
+    (error,) = [o for o in cells[3] if o["output_type"] == "error"]
+    assert "No environment named or with id 'nope'" in "\n".join(error["traceback"])  # type: ignore[arg-type]
