@@ -12,10 +12,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# The quickstart notebook, executed headless against the configured PyPI, then a lock for
+# two other machines. Outputs are printed; the executed notebook is saved beside it.
 demo: $(STAMP)
-	$(PY) -m nbenv lock "requests>=2.31" "pandas>=2.2" scikit-learn
-	$(PY) -m nbenv lock --json --python 3.9 --platform manylinux_2_28_x86_64 \
-		--python 3.12 --platform macosx_11_0_arm64 numpy
+	$(PY) -m nbenv run --show notebooks/quickstart.ipynb -o notebooks/quickstart.out.ipynb
+	$(PY) -m nbenv lock --python 3.9 --platform manylinux_2_28_x86_64 \
+		--python 3.12 --platform macosx_11_0_arm64 "numpy<3"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check nbenv tests benchmarks

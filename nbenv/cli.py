@@ -117,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--startup-timeout", type=int, default=60, metavar="S", help="seconds for the kernel"
     )
+    run.add_argument("--show", action="store_true", help="print the cells and their outputs")
 
     export = commands.add_parser(
         "export",
@@ -271,6 +272,11 @@ def _run(ns: argparse.Namespace, reporter: Reporter) -> int:
         f"Executed {done.cells} code cells with kernel {done.kernel} in {done.seconds:.1f} s; "
         f"saved to {done.output}"
     )
+    if ns.show:
+        from nbenv.run import transcript
+
+        print()
+        print(transcript(done.output))
     return 0
 
 

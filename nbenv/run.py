@@ -32,9 +32,11 @@ __all__ = [
     "execute_notebook",
     "kernel_environment",
     "prepare_notebook",
+    "transcript",
 ]
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_TAGS = re.compile(r"<[^>]+>")
 
 
 @dataclass(frozen=True)
@@ -165,3 +167,34 @@ class _Failure:
     ename: str
     evalue: str
     traceback: str = ""
+
+
+def transcript(path: Path) -> str:
+    """An executed notebook as text: each code cell's source, then what it showed."""
+    import nbformat
+
+    notebook = nbformat.read(str(path), as_version=4)
+    lines: list[str] = []
+    count = 0
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        count += 1
+        lines.append(f"In [{count}]:")
+        lines += [f"    {line}" for line in cell.source.splitlines()]
+        for output in cell.get("outputs", []):
+            kind = output.get("output_type")
+            if kind == "stream":
+                text = output.get("text", "")
+            elif kind in ("display_data", "execute_result"):
+                data = output.get("data", {})
+                text = data.get("text/plain", "")
+                if "text/html" in data:  # the rich form is what a person saw
+                    text = "[html] " + _TAGS.sub("", data["text/html"]).strip()
+            elif kind == "error":
+                text = f"{output.get('ename')}: {output.get('evalue')}"
+            else:
+                continue
+            lines += [f"  | {line}" for line in _ANSI.sub("", text).rstrip("\n").splitlines()]
+        lines.append("")
+    return "\n".join(lines)
