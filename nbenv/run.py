@@ -173,7 +173,7 @@ def transcript(path: Path) -> str:
     """An executed notebook as text: each code cell's source, then what it showed."""
     import nbformat
 
-    notebook = nbformat.read(str(path), as_version=4)
+    notebook = nbformat.read(str(path), as_version=4)  # type: ignore[no-untyped-call]
     lines: list[str] = []
     count = 0
     for cell in notebook.cells:
