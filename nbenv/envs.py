@@ -19,6 +19,7 @@ from packaging.tags import Tag
 
 from nbenv.errors import NbenvError, UsageError
 from nbenv.fetch import Artifact, Fetcher
+from nbenv.files import sha256_file
 from nbenv.install import LinkMode
 from nbenv.interpreters import Interpreter, find_interpreter
 from nbenv.kernels import (
@@ -263,7 +264,7 @@ def _build(
             path, cache, sdist_sha256=artifact.sha256, indexes=(), python=str(interpreter.path),
             reporter=reporter,
         )  # fmt: skip
-        wheels.append(WheelToInstall(built, _sha256(built)))
+        wheels.append(WheelToInstall(built, sha256_file(built)))
     t1 = time.perf_counter()
     reporter.stage("creating environment")
     create_venv(interpreter.path, build, final_dir=final)
@@ -272,14 +273,6 @@ def _build(
     )
     (build / LOCK_FILE).write_text(lock.dumps())
     steps.append(("install", time.perf_counter() - t1))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # -- removal and garbage collection -------------------------------------------------------

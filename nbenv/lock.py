@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import secrets
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ from packaging.utils import NormalizedName
 from packaging.version import Version
 
 from nbenv.errors import LockFileError, UsageError
+from nbenv.files import atomic_write
 from nbenv.net.auth import strip_userinfo
 from nbenv.resolve.model import DistFile, Resolution, ResolvedPackage
 from nbenv.spec import EnvRequest
@@ -183,20 +182,7 @@ def write_lock(lock: Lock, path: Path) -> None:
             f"{path.name!r} is not a PEP 751 lock file name; use {lock_filename(None)!r} "
             "or 'pylock.<name>.toml' (see lock_filename)."
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = lock.dumps().encode("utf-8")
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    # os.open with 0o666 lets the umask decide the mode, as for any file the user creates.
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, lock.dumps().encode("utf-8"), durable=True)
 
 
 def lock_filename(name: str | None) -> str:

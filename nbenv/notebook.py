@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import secrets
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -28,6 +27,7 @@ import tomli_w
 
 from nbenv.cellspec import CellDeclaration, parse_cell
 from nbenv.errors import LockFileError, NbenvError, NotebookFileError, UsageError
+from nbenv.files import atomic_write
 from nbenv.lock import Lock, build_lock, load_lock, lock_from_dict
 from nbenv.paths import nbenv_home
 from nbenv.report import NullReporter, Reporter
@@ -257,7 +257,7 @@ class NotebookLock:
                     return False
             except FileNotFoundError:
                 pass
-            _atomic_write(self.path, data)
+            atomic_write(self.path, data, durable=True)
             return True
 
 
@@ -351,22 +351,6 @@ def _file_lock(path: Path) -> filelock.BaseFileLock:
     return filelock.FileLock(str(where), timeout=60)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Readers see the old file or the new one; the umask decides the mode."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
 def open_lock(location: LockLocation) -> NotebookLock:
     """The lock file's entries, plus those embedded in the notebook that the file lacks
     (the file is newer: the magics update it; the embedded copy is a snapshot)."""
@@ -405,7 +389,7 @@ def write_notebook(path: Path, notebook: nbformat.NotebookNode) -> None:
     import nbformat
 
     text: str = nbformat.writes(notebook, version=nbformat.NO_CONVERT)  # type: ignore[no-untyped-call]
-    _atomic_write(path, (text if text.endswith("\n") else text + "\n").encode("utf-8"))
+    atomic_write(path, (text if text.endswith("\n") else text + "\n").encode("utf-8"), durable=True)
 
 
 def embed_locks(notebook: Path, lock: NotebookLock) -> bool:

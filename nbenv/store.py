@@ -26,6 +26,7 @@ from typing import Any
 import filelock
 
 from nbenv.errors import NbenvError, UsageError
+from nbenv.files import atomic_write
 from nbenv.paths import nbenv_home
 
 __all__ = ["EnvRecord", "Store", "in_use", "stop_compiling"]
@@ -237,10 +238,7 @@ def _read_id(path: Path) -> str | None:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data).encode())
 
 
 def _env_processes(env_dir: Path) -> list[tuple[int, bool]]:

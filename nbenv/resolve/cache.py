@@ -10,11 +10,11 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from nbenv.files import atomic_write
 
 __all__ = ["CachePolicy", "CachedPage", "ResolveCache"]
 
@@ -36,18 +36,6 @@ class CachedPage:
 
 def _key(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class ResolveCache:
@@ -99,7 +87,7 @@ class ResolveCache:
             "fetched": time.time(),
             "sha256": digest,
         }
-        _atomic_write(self._page_path(url), json.dumps(meta).encode() + b"\n" + body)
+        atomic_write(self._page_path(url), json.dumps(meta).encode() + b"\n" + body)
         return digest
 
     def _metadata_path(self, key: str) -> Path:
@@ -112,7 +100,7 @@ class ResolveCache:
             return None
 
     def put_metadata(self, key: str, data: bytes) -> None:
-        _atomic_write(self._metadata_path(key), data)
+        atomic_write(self._metadata_path(key), data)
 
     def _summary_path(self, key: str) -> Path:
         return self.root / "summaries" / key[:2] / key
@@ -125,7 +113,7 @@ class ResolveCache:
             return None
 
     def put_summary(self, key: str, data: bytes) -> None:
-        _atomic_write(self._summary_path(key), data)
+        atomic_write(self._summary_path(key), data)
 
     @staticmethod
     def metadata_key(url: str, sha256: str | None) -> str:

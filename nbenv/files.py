@@ -1,0 +1,37 @@
+"""Small file helpers every part of nbenv shares: atomic writes and file hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from pathlib import Path
+
+__all__ = ["atomic_write", "sha256_file"]
+
+
+def atomic_write(path: Path, data: bytes, *, durable: bool = False) -> None:
+    """Readers see the old file or the new one, never a torn one; the umask decides the
+    mode, as for any file the user creates. `durable` also flushes to disk first (for
+    files people keep, like locks; caches skip it for speed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(data)
+            if durable:
+                stream.flush()
+                os.fsync(stream.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
