@@ -108,6 +108,7 @@ class NbenvMagics(Magics):
     def __init__(self, shell: InteractiveShell) -> None:
         super().__init__(shell)
         self._running: dict[str, _Running] = {}  # env id -> the child that runs it
+        self._ready: dict[str, Any] = {}  # declaration key -> CreateResult, this session
 
     # -- the declaration -> env step, shared by every magic ----------------------------------
     def _env_for(self, declaration: CellDeclaration) -> Any:
@@ -134,9 +135,19 @@ class NbenvMagics(Magics):
         reporter.finish(summary)
         return result
 
+    def _ready_env(self, declaration: CellDeclaration) -> Any:
+        """The declaration's env; a declaration this kernel already ensured costs one stat
+        (a cell that runs in a loop must not re-read locks and kernelspecs every time)."""
+        known = None if declaration.upgrade else self._ready.get(declaration.key)
+        if known is not None and known.python.exists():
+            return known
+        result = self._env_for(declaration)
+        self._ready[declaration.key] = result
+        return result
+
     def _run(self, declaration: CellDeclaration) -> None:
         try:
-            result = self._env_for(declaration)
+            result = self._ready_env(declaration)
             if not declaration.body.strip():
                 self._summary(result)
                 return
@@ -166,12 +177,12 @@ class NbenvMagics(Magics):
         from nbenv.subkernel import pool_for
 
         assert self.shell is not None
-        lock = load_lock(result.path / LOCK_FILE)
-        packages = {str(p.name): str(p.version) for p in lock.pylock.packages}
         pool = pool_for(self.shell)
         env_id = result.record.env_id
         wanted = frozenset(declaration.pypi.requirement_strings())
         if pool.find(env_id) is None:
+            lock = load_lock(result.path / LOCK_FILE)
+            packages = {str(p.name): str(p.version) for p in lock.pylock.packages}
             # A declaration that grew (`%pypi beta` added to a cell that ran with `alpha`)
             # keeps its kernel and its variables when no version moved, like `%pip install`.
             grown = [r for r in self._running.values()
@@ -192,7 +203,7 @@ class NbenvMagics(Magics):
                         f"changes {what}, so this cell runs in a new kernel: variables set "
                         "by the earlier cells of this env are not here."
                     )
-        self._running[env_id] = _Running(env_id, _options(declaration), wanted, packages)
+            self._running[env_id] = _Running(env_id, _options(declaration), wanted, packages)
         child = pool.get(result.record.env_id, result.python, result.path)
         inputs = {}
         for name in declaration.inputs:
