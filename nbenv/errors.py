@@ -13,6 +13,10 @@ __all__ = [
     "ChildCrashedError",
     "ChildExecutionError",
     "ChildInterrupted",
+    "CondaChannelError",
+    "CondaInstallError",
+    "CondaSolveError",
+    "CondaSpecError",
     "ConflictError",
     "DownloadError",
     "HashMismatchError",
@@ -475,3 +479,73 @@ class ChildInterrupted(KeyboardInterrupt):
     def _render_traceback_(self) -> list[str]:
         detail = f": {self.evalue}" if self.evalue else ""
         return list(self.traceback) or [f"\x1b[0;31m{self.ename}\x1b[0m{detail}"]
+
+
+# -- conda (nbenv.resolve.conda, nbenv.conda) ---------------------------------------------
+
+
+class CondaSpecError(SpecError):
+    """A conda MatchSpec that cannot be parsed, pointing at the bad spot."""
+
+    def __init__(self, text: str, position: int, reason: str) -> None:
+        self.text = text
+        self.position = max(0, min(position, len(text)))
+        self.reason = reason
+        caret = " " * self.position + "^"
+        UsageError.__init__(
+            self,
+            f"Invalid conda spec {text!r}: {reason}\n    {text}\n    {caret}\n"
+            "Conda specs look like `numpy>=1.26`, `openmpi=4.1.*=h*` or `conda-forge::pkg`.",
+        )
+
+
+class CondaSolveError(NbenvError):
+    """No set of conda packages satisfies the specs; `detail` is rattler's explanation
+    (channel credentials removed)."""
+
+    def __init__(
+        self,
+        specs: Sequence[str],
+        detail: str,
+        *,
+        channels: Sequence[str] = (),
+        platform: str | None = None,
+        hints: Sequence[str] = (),
+    ) -> None:
+        self.specs = tuple(specs)
+        self.detail = detail
+        self.channels = tuple(channels)
+        self.platform = platform
+        self.hints = tuple(hints)
+        lines = []
+        if self.specs:
+            where = f" for {platform}" if platform else ""
+            source = f" from {', '.join(self.channels)}" if self.channels else ""
+            lines.append(f"Cannot solve the conda packages {' '.join(self.specs)}{where}{source}:")
+        lines += [f"  {line}" for line in detail.splitlines()]
+        lines += self.hints
+        if self.specs and not self.hints:
+            lines.append(
+                "Check the names and the channels searched (-c CHANNEL)."
+                if "No candidates were found" in detail
+                else "Loosen or remove one of these specs, or pin versions that agree."
+            )
+        super().__init__("\n".join(lines))
+
+
+class CondaChannelError(IndexAccessError):
+    """A conda channel (or a package on it) could not be read; the URL has no credentials."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        NbenvError.__init__(self, f"Could not read conda channel {url}: {reason}")
+
+
+class CondaInstallError(InstallError):
+    """rattler could not fetch or link the solved packages into the prefix."""
+
+    def __init__(self, prefix: str, reason: str) -> None:
+        self.prefix = prefix
+        self.reason = reason
+        super().__init__(f"Installing conda packages into {prefix} failed: {reason}")

@@ -253,6 +253,7 @@ class SubKernel:
         self._lost: str | None = None  # why the previous child is gone, told on next use
         self._origins: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._busy = False
+        self._child_count = 1  # the number the child gives its next cell
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -269,6 +270,9 @@ class SubKernel:
         if self.is_alive():
             return
         self._discard()
+        if not os.access(self.python, os.X_OK):  # before jupyter_client logs its own error
+            reason = f"{self.python} does not exist or cannot be run"
+            raise SubKernelStartError(self.env_id, str(self.python), reason)
         spec = KernelSpec(
             argv=[
                 str(self.python), "-m", "ipykernel_launcher", "-f", "{connection_file}",
@@ -280,13 +284,11 @@ class SubKernel:
             language="python",
             interrupt_mode="signal",
         )  # fmt: skip
-        if not os.access(self.python, os.X_OK):  # before jupyter_client logs its own error
-            reason = f"{self.python} does not exist or cannot be run"
-            raise SubKernelStartError(self.env_id, str(self.python), reason)
         runtime = Path(jupyter_runtime_dir())
         runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
         connection_file = str(runtime / f"kernel-nbenv-{uuid.uuid4()}.json")
         km = _Manager(spec, connection_file=connection_file, log=_log)
+        self._tmp.mkdir(mode=0o700, exist_ok=True)
         with self._log.open("ab") as log:
             self._log_start = log.tell()
             try:
@@ -318,7 +320,10 @@ class SubKernel:
             self._km.interrupt_kernel()
 
     def shutdown(self) -> None:
-        """Stop the child (politely, then by force) and free its files."""
+        """Stop the child (politely, then by force) and free its files; it leaves its
+        pool, whose next `get` for the env starts a new one."""
+        if self._pool is not None and self in self._pool._kernels:
+            self._pool._kernels.remove(self)
         _stop([self])
         shutil.rmtree(self._tmp, ignore_errors=True)
 
@@ -406,13 +411,17 @@ class SubKernel:
 
     def _number_like(self, shell: InteractiveShell) -> None:
         """Make the child number the cell as the parent does, so that its tracebacks say
-        "Cell In[n]" of the cell the user sees. Not waited for: the child runs requests in
-        order, and the silent request adds nothing to the output."""
+        "Cell In[n]" of the cell the user sees. Only when the numbers differ (consecutive
+        cells stay in step), and not waited for: the child runs requests in order, and the
+        silent request adds nothing to the output."""
         count = getattr(shell, "execution_count", None)  # IPython >= 8: the cell's number + 1
-        if isinstance(count, int) and count > 1 and self._kc is not None:
+        if not isinstance(count, int) or count < 2 or self._kc is None:
+            return
+        if count - 1 != self._child_count:
             code = f"__import__('IPython').get_ipython().execution_count = {count - 1}"
             self._kc.execute(code, silent=True, store_history=False, allow_stdin=False,
                              stop_on_error=False)  # fmt: skip
+        self._child_count = count  # after the user's cell, which the child counts
 
     def _run(self, code: str, out: _ParentOutput, *, user: bool) -> dict[str, Any]:
         """Execute `code`; for the user's code relay its output, else (nbenv's helper code)
@@ -498,7 +507,7 @@ class SubKernel:
             parent = self._origins.get(parent_id or "") or out.parent_header()
             if msg_type in _COMMS:
                 self._track_comm(msg_type, content)
-                out.send(msg, msg_type, content, parent)
+                out.send(msg, msg_type, self._capture_target(content), parent)
             elif msg_type == "stream":
                 text = content.get("text", "")
                 if content.get("name") == "stderr" and _TCP_WARNING in text:
@@ -543,6 +552,19 @@ class SubKernel:
             self._comms[comm_id] = self
         elif msg_type == "comm_close":
             self._comms.pop(comm_id, None)
+
+    def _capture_target(self, content: dict[str, Any]) -> dict[str, Any]:
+        """An ipywidgets Output widget captures the output of the request whose msg_id its
+        `msg_id` state names; the child names its own request, which the frontend never
+        sees: name the parent's request that output is relayed under instead."""
+        data = content.get("data")
+        state = data.get("state") if isinstance(data, dict) else None
+        child_id = state.get("msg_id") if isinstance(state, dict) else None
+        origin = self._origins.get(child_id) if isinstance(child_id, str) else None
+        if not origin or not origin.get("msg_id"):
+            return content
+        assert isinstance(data, dict) and isinstance(state, dict)
+        return {**content, "data": {**data, "state": {**state, "msg_id": origin["msg_id"]}}}
 
     def _remember(self, msg_id: str, parent: dict[str, Any]) -> None:
         self._origins[msg_id] = parent
@@ -702,6 +724,7 @@ class SubKernel:
             with contextlib.suppress(Exception):
                 self._km.shutdown_kernel(now=True)  # kills its process group, frees ports
         self._kc = self._km = self._poller = None
+        self._child_count = 1
 
     def _request_shutdown(self) -> None:
         if self._km is not None and self.is_alive():

@@ -209,3 +209,16 @@ def kernel_env(
         return built[requirements]
 
     return build
+
+
+# -- conda: a local channel of real packages (tests/support/conda_channel.py) -------------
+
+
+@pytest.fixture(scope="session")
+def conda_channel(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The fixed conda universe, built and indexed by rattler once per session: a
+    CondaChannel with `.path`, `.url` (file://) and `.subdir` (this machine's)."""
+    from support.conda_channel import CondaChannel, build_channel, native_subdir
+
+    root = build_channel(tmp_path_factory.mktemp("conda-channel"))
+    return CondaChannel(path=root, url=root.as_uri() + "/", subdir=native_subdir())

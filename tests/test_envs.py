@@ -123,7 +123,7 @@ def test_two_concurrent_creates_build_once(env_index: IndexServer, fast_cache: P
 def test_killed_build_leaves_no_env_and_create_recovers(
     env_index: IndexServer, isolated_env: IsolatedEnv
 ) -> None:
-    env_index.latency = 0.05  # slow downloads so the build is surely under way
+    env_index.latency = 1.0  # slow downloads: the kill lands while the build is under way
     argv = [sys.executable, "-m", "nbenv", "create", "--index-url", env_index.url, "--no-kernel",
             "alpha", "beta"]  # fmt: skip
     proc = subprocess.Popen(argv, env=os.environ.copy(), stderr=subprocess.DEVNULL)
