@@ -2,23 +2,36 @@
 
 Benchmarks time whole processes (interpreter start included), because that is what a user
 waits for. Helpers here: a clean environment for a peer tool, one timed subprocess run,
-summary statistics, and a plain-text table.
+summary statistics, and a plain-text table. Added with create.py: the ordinary user's
+environment (`base_env`), nbenv run from the source tree (`source_tree_env`), finding uv,
+and the formatting of medians and ratios.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 __all__ = [
     "RunResult",
     "Summary",
+    "base_env",
     "clean_env",
+    "find_uv",
+    "fmt_ratio",
+    "fmt_summary",
     "format_table",
+    "indent",
+    "progress",
+    "ratio",
+    "source_tree_env",
     "summarize",
     "tail",
     "timed_run",
@@ -134,3 +147,81 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, left: 
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(header), rule, *(line(row) for row in rows)])
+
+
+# -- added with create.py ------------------------------------------------------------------
+
+
+def base_env(workdir: Path) -> dict[str, str]:
+    """What an ordinary user has: no pip/uv/nbenv settings from this machine.
+
+    The machine's pip configuration adds a local index, find-links and constraints;
+    PIP_CONFIG_FILE=/dev/null and dropping every PIP_* variable removes them (PIP_CERT is
+    TLS trust, not resolution policy, so it stays). UV_* would steer uv the same way.
+    Jupyter dirs point into the workdir so no run touches the real home. (resolve.py has
+    its own copy of this function.)
+    """
+    return clean_env(
+        drop_prefixes=("PIP_", "UV_", "NBENV_", "JUPYTER_"),
+        keep=("PIP_CERT",),
+        set_vars={
+            "PIP_CONFIG_FILE": "/dev/null",
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1",  # uv and nbenv make no such request
+            "PIP_NO_INPUT": "1",
+            "JUPYTER_DATA_DIR": str(workdir / "jupyter" / "data"),
+            "JUPYTER_CONFIG_DIR": str(workdir / "jupyter" / "config"),
+            "JUPYTER_RUNTIME_DIR": str(workdir / "jupyter" / "runtime"),
+        },
+    )
+
+
+def source_tree_env(env: Mapping[str, str], root: Path, pycache: Path) -> dict[str, str]:
+    """`env` for running nbenv from its source tree at `root` as if it were installed.
+
+    With PYTHONDONTWRITEBYTECODE=1 (set on these machines) every run would recompile
+    nbenv's modules; an installed nbenv has bytecode, as pip's and the dependencies' do.
+    So the variable goes and the bytecode is cached outside the tree, in `pycache`; an
+    untimed first run fills it.
+    """
+    out = dict(env)
+    out.pop("PYTHONDONTWRITEBYTECODE", None)
+    out["PYTHONPYCACHEPREFIX"] = str(pycache)
+    out["PYTHONPATH"] = str(root)
+    return out
+
+
+def find_uv() -> str:
+    """uv next to this interpreter (the project venv's `bench` extra), else on PATH."""
+    beside = Path(sys.executable).parent / "uv"
+    if beside.exists():
+        return str(beside)
+    return shutil.which("uv") or "uv"
+
+
+def fmt_summary(s: Summary | None, *, scale: float = 1.0, digits: int = 2) -> str:
+    """`median [min-max]` (just the median for one sample), values multiplied by `scale`."""
+    if s is None:
+        return "-"
+    if s.n == 1:
+        return f"{s.median * scale:.{digits}f}"
+    return f"{s.median * scale:.{digits}f} [{s.min * scale:.{digits}f}-{s.max * scale:.{digits}f}]"
+
+
+def ratio(a: Summary | None, b: Summary | None) -> float | None:
+    """a's median over b's, None when either is missing."""
+    if a is None or b is None or b.median <= 0:
+        return None
+    return a.median / b.median
+
+
+def fmt_ratio(r: float | None) -> str:
+    return "-" if r is None else f"{r:.2f}x"
+
+
+def progress(text: str) -> None:
+    """Progress on stderr, no newline added; the report goes to stdout."""
+    print(text, end="", file=sys.stderr, flush=True)
+
+
+def indent(text: str, prefix: str) -> str:
+    return "\n".join(prefix + line for line in text.splitlines())

@@ -25,9 +25,11 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jupyter_client.kernelspec import KernelSpecManager
+if TYPE_CHECKING:
+    from jupyter_client.kernelspec import KernelSpecManager
+
 
 from nbenv.errors import KernelSpecError, UsageError
 from nbenv.net.auth import redact
@@ -205,6 +207,9 @@ def remove_kernelspec(spec: str | KernelSpecInfo, *, prefixes: Iterable[str] = (
 
 
 def _manager() -> KernelSpecManager:
+    # imported here: jupyter_client costs ~60 ms of start-up that most commands never use
+    from jupyter_client.kernelspec import KernelSpecManager
+
     return KernelSpecManager(log=_log)
 
 
