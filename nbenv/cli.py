@@ -181,7 +181,8 @@ def _lock(ns: argparse.Namespace, reporter: Reporter) -> int:
 
 
 def _lock_notebook(ns: argparse.Namespace, reporter: Reporter) -> int:
-    from nbenv.notebook import NotebookLock, embed_locks, lock_notebook
+    from nbenv.notebook import lock_notebook
+    from nbenv.notebook_lock import NotebookLock, embed_locks
 
     notebook = Path(ns.specs[0])
     given = [

@@ -20,15 +20,17 @@ from packaging.tags import Tag
 from nbenv.errors import NbenvError, UsageError
 from nbenv.fetch import Artifact, Fetcher
 from nbenv.files import sha256_file
-from nbenv.install import LinkMode
 from nbenv.interpreters import Interpreter, find_interpreter
 from nbenv.kernels import (
     KernelSpecInfo,
     install_kernelspec,
+    installed_spec,
+    kernel_name,
     nbenv_kernelspecs,
     orphaned_kernelspecs,
     remove_kernelspec,
 )
+from nbenv.linking import LinkMode
 from nbenv.lock import Lock, build_lock, load_lock
 from nbenv.net.auth import Credentials, strip_userinfo
 from nbenv.net.http import HttpClient
@@ -173,7 +175,7 @@ def create_env(
         client.close()
     path = store.path(lock.env_id)
     if created and compile_bytecode:
-        from nbenv.install import compile_bytecode as compile_in_background
+        from nbenv.venv import compile_bytecode as compile_in_background
 
         compile_in_background(path)
     if given is None:
@@ -208,9 +210,9 @@ def ensure_kernel(
     """Install the env's kernelspec unless an identical one is there already."""
     record = store.record(env_id)
     path = store.path(env_id)
-    for spec in nbenv_kernelspecs(prefixes=[prefix] if prefix else ()):
-        if spec.env_id == env_id and spec.env_name == (name or record.name):
-            return spec
+    spec = installed_spec(kernel_name(env_id, name or record.name), prefix=prefix)
+    if spec is not None and spec.env_id == env_id and spec.python == path / "bin" / "python":
+        return spec  # the common case, checked in a millisecond: nothing to do
     return install_kernelspec(
         env_dir=path,
         python=path / "bin" / "python",
@@ -233,8 +235,10 @@ def _build(
     link_mode: LinkMode,
     steps: list[tuple[str, float]],
 ) -> None:
-    from nbenv.install import WheelToInstall, create_venv, install_wheels
+    from nbenv.install import install_wheels
     from nbenv.resolve.sdist import build_wheel_from_sdist
+    from nbenv.venv import create_venv
+    from nbenv.wheelcache import WheelToInstall
 
     t0 = time.perf_counter()
     cache = cache_dir()

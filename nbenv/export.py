@@ -58,7 +58,8 @@ def find_export_source(target: str, *, env: str | None = None) -> ExportSource:
 
 
 def _from_notebook(notebook: Path, env: str | None) -> ExportSource:
-    from nbenv.notebook import declarations, notebook_location, open_lock
+    from nbenv.notebook import declarations
+    from nbenv.notebook_lock import notebook_location, open_lock
 
     found = declarations(notebook)
     lock = open_lock(notebook_location(notebook))

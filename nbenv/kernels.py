@@ -39,6 +39,7 @@ __all__ = [
     "KernelSpecInfo",
     "display_name",
     "install_kernelspec",
+    "installed_spec",
     "kernel_name",
     "nbenv_kernelspecs",
     "orphaned_kernelspecs",
@@ -211,6 +212,16 @@ def _manager() -> KernelSpecManager:
     from jupyter_client.kernelspec import KernelSpecManager
 
     return KernelSpecManager(log=_log)
+
+
+def installed_spec(kname: str, *, prefix: str | None = None) -> KernelSpecInfo | None:
+    """The nbenv spec named `kname` where `install_kernelspec` puts it (the user's data dir,
+    or under `prefix`), read directly: no scan of every kernel directory."""
+    from jupyter_core.paths import jupyter_data_dir
+
+    base = Path(prefix, "share", "jupyter") if prefix else Path(jupyter_data_dir())
+    resource_dir = base / "kernels" / kname
+    return _read_spec(resource_dir) if (resource_dir / "kernel.json").is_file() else None
 
 
 def _kernel_dirs(prefixes: Iterable[str]) -> list[Path]:

@@ -112,7 +112,8 @@ class NbenvMagics(Magics):
 
     # -- the declaration -> env step, shared by every magic ----------------------------------
     def _env_for(self, declaration: CellDeclaration) -> Any:
-        from nbenv.notebook import ensure_env, locate_lock, open_lock
+        from nbenv.notebook import ensure_env
+        from nbenv.notebook_lock import locate_lock, open_lock
 
         location = locate_lock(self.shell.user_ns if self.shell else None)
         notebook_lock = open_lock(location)

@@ -13,16 +13,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from nbenv.errors import NotebookExecutionError, UsageError
-from nbenv.notebook import (
-    LockLocation,
-    NotebookEnv,
-    declarations,
-    ensure_env,
-    notebook_location,
-    open_lock,
-    read_notebook,
-    write_notebook,
-)
+from nbenv.ipynb import read_notebook, write_notebook
+from nbenv.notebook import NotebookEnv, declarations, ensure_env
+from nbenv.notebook_lock import LockLocation, notebook_location, open_lock
 from nbenv.report import Reporter
 
 __all__ = [

@@ -184,8 +184,8 @@ def kernel_env(
     packages, built once per session with bytecode compiled (kernels start as fast as they
     would for a user), in a home of its own so that each test's isolated home stays empty."""
     from nbenv.envs import CreateResult, create_env
-    from nbenv.install import compile_bytecode
     from nbenv.spec import parse_request
+    from nbenv.venv import compile_bytecode
 
     root = tmp_path_factory.mktemp("kernel-envs")
     built: dict[tuple[str, ...], CreateResult] = {}

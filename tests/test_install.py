@@ -21,21 +21,17 @@ from typing import Any
 import pytest
 from support.wheels import build_wheel, sha256_file
 
-from nbenv import install as install_module
+from nbenv import linking as linking_module
+from nbenv import wheelcache as wheelcache_module
 from nbenv.errors import (
     InstallConflictError,
     InstallError,
     InvalidWheelError,
     UnsafeWheelError,
 )
-from nbenv.install import (
-    WheelCache,
-    WheelToInstall,
-    compile_bytecode,
-    create_venv,
-    env_python,
-    install_wheels,
-)
+from nbenv.install import install_wheels
+from nbenv.venv import compile_bytecode, create_venv, env_python
+from nbenv.wheelcache import WheelCache, WheelToInstall
 
 ALPHA_MODULES = {
     "alpha/__init__.py": '__version__ = "1.0"\n',
@@ -241,7 +237,7 @@ def test_auto_mode_copies_when_links_cannot_cross_filesystems(
     def no_links(source: str, target: str) -> None:
         raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
 
-    monkeypatch.setattr(install_module.os, "link", no_links)
+    monkeypatch.setattr(linking_module.os, "link", no_links)
     env = make_env(tmp_path)
     recorder = Recorder()
     report = install_wheels(env, [alpha_wheel(wheel_dir)], cache_root=cache_root, reporter=recorder)
@@ -377,7 +373,7 @@ def test_a_wheel_is_unpacked_once_and_shared_by_envs(
     def must_not_unpack(*args: object) -> None:
         raise AssertionError("unpacked again")
 
-    monkeypatch.setattr(install_module, "_unpack", must_not_unpack)
+    monkeypatch.setattr(wheelcache_module, "_unpack", must_not_unpack)
     report = install_wheels(second, [wheel], cache_root=cache_root)
     assert report.unpacked == 0 and report.linked >= 5
     one = site_packages(first) / "alpha" / "cli.py"

@@ -15,10 +15,10 @@ from support.wheels import build_wheel
 from nbenv.cellspec import parse_cell
 from nbenv.errors import LockFileError, UsageError
 from nbenv.lock import Lock, lock_from_dict
-from nbenv.notebook import (
+from nbenv.notebook import declarations
+from nbenv.notebook_lock import (
     LockLocation,
     NotebookLock,
-    declarations,
     embedded_lock,
     locate_lock,
     lock_path_for,

@@ -12,7 +12,8 @@ from support.universe import Universe
 from support.wheels import sha256_file
 
 from nbenv.lock import lock_from_dict, write_lock
-from nbenv.notebook import NotebookLock, declarations, lock_path_for
+from nbenv.notebook import declarations
+from nbenv.notebook_lock import NotebookLock, lock_path_for
 from nbenv.run import prepare_notebook
 from nbenv.store import Store
 

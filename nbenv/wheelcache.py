@@ -1,0 +1,350 @@
+"""Wheels unpacked once, by content hash, and shared by every env (and every process).
+
+    cache_root/unpacked/<wheel sha256>/tree/...        the wheel's members, as archived
+    cache_root/unpacked/<wheel sha256>/manifest.json   their sha256 and sizes, scripts, layout
+    cache_root/unpacked/.tmp-<wheel sha256>-*/         an unpack under way (moved in by rename)
+    cache_root/unpacked/<wheel sha256>.lock            one unpacker per wheel, across processes
+
+Every check of a wheel (names, RECORD, WHEEL, entry points) runs before anything of it is
+written, and a wheel enters the cache only complete.
+"""
+
+from __future__ import annotations
+
+import base64
+import configparser
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import filelock
+from installer.exceptions import InstallerError
+from installer.records import RecordEntry, parse_record_file
+from installer.sources import WheelFile
+from installer.utils import SCHEME_NAMES, Scheme, parse_entrypoints, parse_metadata_file
+
+from nbenv.errors import InstallError, InvalidWheelError, UnsafeWheelError
+
+__all__ = [
+    "CHUNK",
+    "INSTALL_TIME_FILES",
+    "UnpackedFile",
+    "UnpackedWheel",
+    "WheelCache",
+    "WheelToInstall",
+    "make_executable",
+]
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_DRIVE = re.compile(r"[A-Za-z]:")
+_MANIFEST_FORMAT = 1
+_LOCK_TIMEOUT = 900.0  # seconds; unpacking the largest wheels (GPU stacks) takes minutes
+CHUNK = 1 << 20
+# Written by whoever installs; a wheel that ships them would collide with our own.
+INSTALL_TIME_FILES = ("INSTALLER", "REQUESTED")
+_SIGNATURES = ("RECORD.jws", "RECORD.p7s")  # not in RECORD, and meaningless once installed
+
+
+# --- public values -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WheelToInstall:
+    """A wheel file named as wheels are, whose sha256 the caller has verified (nbenv.fetch)."""
+
+    path: Path
+    sha256: str
+    requested: bool = False  # asked for by the user, not pulled in (PEP 376 REQUESTED)
+
+    def __post_init__(self) -> None:
+        if not _SHA256.fullmatch(self.sha256):
+            raise ValueError(f"not a lowercase hex sha256: {self.sha256!r}")
+
+
+class UnpackedFile(NamedTuple):  # a tuple, not a dataclass: big wheels have 10^4 of them
+    path: str  # as in the archive: "pkg/mod.py", "pkg-1.0.data/scripts/tool"
+    digest: str  # sha256, urlsafe base64 without padding, as RECORD spells it
+    size: int
+    executable: bool
+
+
+@dataclass(frozen=True)
+class UnpackedWheel:
+    home: Path  # cache_root/unpacked/<sha256>
+    filename: str
+    distribution: str  # as in the file name, as pypa/installer takes it
+    version: str
+    dist_info: str  # the archive's own `<name>-<version>.dist-info`
+    root_scheme: Scheme  # "purelib" or "platlib", from WHEEL's Root-Is-Purelib
+    scripts: tuple[str, ...]  # entry-point script names (console and gui)
+    files: tuple[UnpackedFile, ...]
+
+    @property
+    def tree(self) -> Path:
+        return self.home / "tree"
+
+    @property
+    def data_dir(self) -> str:
+        return self.dist_info[: -len(".dist-info")] + ".data"
+
+
+# --- the unpacked-wheel cache --------------------------------------------------------------
+
+
+class WheelCache:
+    """Wheels unpacked once, by content hash, shared by every env (and every process)."""
+
+    def __init__(self, cache_root: Path, *, lock_timeout: float = _LOCK_TIMEOUT) -> None:
+        self.root = cache_root / "unpacked"
+        self._lock_timeout = lock_timeout
+
+    def unpacked(self, wheel: WheelToInstall) -> UnpackedWheel:
+        return self.get(wheel)[0]
+
+    def get(self, wheel: WheelToInstall) -> tuple[UnpackedWheel, bool]:
+        """The unpacked wheel, and whether this call unpacked it (False: it was cached)."""
+        home = self.root / wheel.sha256
+        cached = _load_manifest(home)
+        if cached is not None:
+            return cached, False
+        self.root.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(str(self.root / f"{wheel.sha256}.lock"))
+        try:
+            with lock.acquire(timeout=self._lock_timeout):
+                cached = _load_manifest(home)  # unpacked by whoever held the lock before us
+                if cached is not None:
+                    return cached, False
+                shutil.rmtree(home, ignore_errors=True)  # a manifest we cannot read: redo
+                for stale in self.root.glob(f".tmp-{wheel.sha256}-*"):  # a dead unpacker's
+                    shutil.rmtree(stale, ignore_errors=True)
+                return _unpack(wheel, home), True
+        except filelock.Timeout:
+            raise InstallError(
+                f"another process is still unpacking {wheel.path.name} (lock: {lock.lock_file})"
+            ) from None
+
+
+def _load_manifest(home: Path) -> UnpackedWheel | None:
+    try:
+        data = json.loads((home / "manifest.json").read_bytes())
+        if data["format"] != _MANIFEST_FORMAT:
+            return None
+        # trusted as written: every path passed _unsafe_member before it was unpacked
+        files = tuple(UnpackedFile(p, d, int(s), bool(x)) for p, d, s, x in data["files"])
+        return UnpackedWheel(
+            home=home,
+            filename=data["filename"],
+            distribution=data["distribution"],
+            version=data["version"],
+            dist_info=data["dist_info"],
+            root_scheme=Scheme(data["root_scheme"]),
+            scripts=tuple(data["scripts"]),
+            files=files,
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _unsafe_member(name: str) -> bool:
+    """True for a name that could land outside the directory it is unpacked into."""
+    if not name or "\\" in name or "\0" in name or name.startswith("/") or _DRIVE.match(name):
+        return True
+    parts = name[:-1].split("/") if name.endswith("/") else name.split("/")
+    return any(part in ("", ".", "..") for part in parts)
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """What inspecting an archive found, before anything of it is written."""
+
+    distribution: str
+    version: str
+    dist_info: str
+    root_scheme: Scheme
+    scripts: tuple[str, ...]
+    members: tuple[zipfile.ZipInfo, ...]  # to unpack
+    records: dict[str, RecordEntry]
+
+
+def _unpack(wheel: WheelToInstall, home: Path) -> UnpackedWheel:
+    name = wheel.path.name
+    _check_sha256(wheel)
+    try:
+        archive = zipfile.ZipFile(wheel.path)
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise InvalidWheelError(name, f"not a readable zip archive ({exc})") from None
+    with archive:
+        checked = _inspect(archive, name)
+        work = Path(tempfile.mkdtemp(prefix=f".tmp-{wheel.sha256}-", dir=home.parent))
+        try:
+            files = _extract(archive, checked, work / "tree", name)
+            manifest = {
+                "format": _MANIFEST_FORMAT,
+                "filename": name,
+                "distribution": checked.distribution,
+                "version": checked.version,
+                "dist_info": checked.dist_info,
+                "root_scheme": checked.root_scheme,
+                "scripts": list(checked.scripts),
+                "files": [list(f) for f in files],
+            }
+            (work / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+            os.rename(work, home)  # same directory: atomic, and only ever complete
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+    loaded = _load_manifest(home)
+    assert loaded is not None
+    return loaded
+
+
+def _check_sha256(wheel: WheelToInstall) -> None:
+    """The cache is keyed by this hash: a wrong pairing must not poison it for everyone."""
+    hasher = hashlib.sha256()
+    try:
+        with wheel.path.open("rb") as stream:
+            while block := stream.read(CHUNK):
+                hasher.update(block)
+    except OSError as exc:
+        raise InvalidWheelError(wheel.path.name, f"cannot read it ({exc})") from None
+    if hasher.hexdigest() != wheel.sha256:
+        raise InvalidWheelError(
+            wheel.path.name, f"its sha256 is {hasher.hexdigest()}, not {wheel.sha256}"
+        )
+
+
+def _inspect(archive: zipfile.ZipFile, name: str) -> _Checked:
+    infos = archive.infolist()
+    names = [info.filename for info in infos]
+    for member in names:
+        if _unsafe_member(member):
+            raise UnsafeWheelError(name, member)
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise InvalidWheelError(name, f"it holds {twice[0]!r} more than once")
+    try:
+        source = WheelFile(archive)
+        dist_info = source.dist_info_dir
+        for required in ("METADATA", "WHEEL", "RECORD"):
+            if f"{dist_info}/{required}" not in names:
+                raise InvalidWheelError(name, f"it has no {dist_info}/{required}")
+        source.validate_record(validate_contents=False)  # contents: checked as they unpack
+        wheel_meta = parse_metadata_file(source.read_dist_info("WHEEL"))
+        records = {
+            row[0]: RecordEntry.from_elements(*row)
+            for row in parse_record_file(source.read_dist_info("RECORD").splitlines())
+        }
+    except (InstallerError, ValueError) as exc:
+        issues = getattr(exc, "issues", None) or [str(exc)]
+        raise InvalidWheelError(name, "\n  " + "\n  ".join(map(str, issues))) from None
+    if not str(wheel_meta["Wheel-Version"] or "").startswith("1."):
+        raise InvalidWheelError(name, f"Wheel-Version {wheel_meta['Wheel-Version']} is not 1.x")
+    data_dir = dist_info[: -len(".dist-info")] + ".data/"
+    members = []
+    for info in infos:
+        path = info.filename
+        if path.endswith("/") or "__pycache__" in path.split("/")[:-1]:
+            continue  # directories come with files; stale bytecode is a risk, never needed
+        if path.startswith(dist_info + "/") and path[len(dist_info) + 1 :] in (
+            INSTALL_TIME_FILES + _SIGNATURES
+        ):
+            continue
+        if path.startswith(data_dir):
+            scheme, _, rest = path[len(data_dir) :].partition("/")
+            if scheme not in SCHEME_NAMES or not rest:
+                raise InvalidWheelError(name, f"{path} is not in a valid .data subdirectory")
+        members.append(info)
+    return _Checked(
+        distribution=source.distribution,
+        version=source.version,
+        dist_info=dist_info,
+        root_scheme=Scheme("purelib" if wheel_meta["Root-Is-Purelib"] == "true" else "platlib"),
+        scripts=_script_names(source, name),
+        members=tuple(members),
+        records=records,
+    )
+
+
+def _script_names(source: WheelFile, name: str) -> tuple[str, ...]:
+    if "entry_points.txt" not in source.dist_info_filenames:
+        return ()
+    member = f"{source.dist_info_dir}/entry_points.txt"
+    try:
+        entries = list(parse_entrypoints(source.read_dist_info("entry_points.txt")))
+    except (AssertionError, AttributeError, ValueError, configparser.Error):
+        # installer asserts on a malformed entry point; refuse it here, with a message
+        raise InvalidWheelError(name, f"{member} cannot be parsed") from None
+    scripts = tuple(script for script, _, _, _ in entries)
+    for script in scripts:
+        if "/" in script or _unsafe_member(script):
+            raise UnsafeWheelError(name, f"{member}: {script}")
+    return scripts
+
+
+def _extract(
+    archive: zipfile.ZipFile, checked: _Checked, tree: Path, name: str
+) -> list[UnpackedFile]:
+    files = []
+    made: set[Path] = set()
+    for info in checked.members:
+        target = tree / info.filename
+        if target.parent not in made:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            made.add(target.parent)
+        record = checked.records[info.filename]  # validate_record: every member is listed
+        digest, size = _copy_checked(archive, info, target, record, name)
+        mode = info.external_attr >> 16
+        executable = bool(mode and stat.S_ISREG(mode) and mode & 0o111)  # as installer reads it
+        if executable:
+            make_executable(target)
+        files.append(UnpackedFile(info.filename, digest, size, executable))
+    return files
+
+
+def _copy_checked(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, record: RecordEntry, name: str
+) -> tuple[str, int]:
+    """Unpack one member, hashing as it goes; refuse it if RECORD disagrees."""
+    sha256 = hashlib.sha256()
+    other = None
+    if record.hash_ is not None and record.hash_.name != "sha256":
+        other = hashlib.new(record.hash_.name)
+    limit = record.size if record.size is not None else None
+    size = 0
+    with archive.open(info) as stream, target.open("xb") as out:
+        while block := stream.read(CHUNK):
+            size += len(block)
+            if limit is not None and size > limit:  # stop a lying entry before it fills disks
+                break
+            sha256.update(block)
+            if other is not None:
+                other.update(block)
+            out.write(block)
+    digest = _b64(sha256.digest())
+    if record.hash_ is not None or record.size is not None:
+        expected = record.hash_.value if record.hash_ is not None else None
+        actual = _b64(other.digest()) if other is not None else digest
+        if (limit is not None and size != limit) or (expected is not None and actual != expected):
+            raise InvalidWheelError(
+                name, f"{info.filename} does not match its RECORD entry (hash or size differ)"
+            )
+    return digest, size
+
+
+def _b64(digest: bytes) -> str:
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def make_executable(path: Path | str) -> None:
+    # x wherever r is set: honours the umask without reading it (os.umask is process-wide
+    # and would race with other threads creating files)
+    mode = os.stat(path).st_mode
+    os.chmod(path, mode | (mode & 0o444) >> 2)
