@@ -136,6 +136,8 @@ def _parser() -> argparse.ArgumentParser:
         sub = kernel_commands.add_parser(action)
         sub.add_argument("env", metavar="ENV")
         _kernel_location(sub)
+    # the host side of the magics inside an env's own kernel (nbenv.cellenv); not for people
+    commands.add_parser("_cell-env")
     return parser
 
 
@@ -444,7 +446,15 @@ def _kernel(ns: argparse.Namespace, reporter: Reporter) -> int:
     return 0
 
 
+def _cell_env(ns: argparse.Namespace, reporter: Reporter) -> int:
+    from nbenv.cellenv import host_main
+
+    print(host_main(sys.stdin.read()))
+    return 0
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace, Reporter], int]] = {
+    "_cell-env": _cell_env,
     "lock": _lock,
     "create": _create,
     "list": _list,

@@ -114,13 +114,13 @@ def install_kernelspec(
     # and only the venv's path starts Python inside the venv
     python_path = os.path.abspath(python)
     spec: dict[str, Any] = {
-        "argv": [python_path, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "argv": _argv(python_path, python_version),
         "display_name": redact(display_name(python_version, name, env_id)),
         "language": "python",
         "interrupt_mode": "signal",
         # Keep frozen modules (faster start; ipykernel's own install turns them off for
         # the debugger) and silence debugpy's warning about them, as ipykernel does then.
-        "env": {"PYDEVD_DISABLE_FILE_VALIDATION": "1"},
+        "env": {"PYDEVD_DISABLE_FILE_VALIDATION": "1", "NBENV_HOST_PYTHON": sys.executable},
         "metadata": {
             "debugger": True,
             "nbenv": {
@@ -212,6 +212,39 @@ def _manager() -> KernelSpecManager:
     from jupyter_client.kernelspec import KernelSpecManager
 
     return KernelSpecManager(log=_log)
+
+
+# The env's kernel loads nbenv's magics itself, from a folder that holds nbenv's package and
+# nothing else (appended last to sys.path: the env's own packages always win, and no other
+# package of the host leaks in). Heavy work goes to the host nbenv (nbenv.cellenv).
+_LAUNCH = (
+    "import sys; sys.path[:1] = [p for p in sys.path[:1] if p]; sys.path.append({path!r}); "
+    "from ipykernel import kernelapp; kernelapp.launch_new_instance()"
+)
+
+
+def _argv(python: str, python_version: str) -> list[str]:
+    plain = [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    major, _, minor = python_version.partition(".")
+    if (int(major), int(minor or 0)) < (3, 10):
+        return plain  # nbenv's own code needs 3.10; such kernels run without the magics
+    return [python, "-c", _LAUNCH.format(path=str(_host_path())), "-f", "{connection_file}",
+            "--IPKernelApp.extensions=['nbenv']"]  # fmt: skip
+
+
+def _host_path() -> Path:
+    from nbenv.paths import nbenv_home
+
+    folder = nbenv_home() / "kernel-host"
+    link = folder / "nbenv"
+    package = Path(__file__).resolve().parent
+    if not (link.is_symlink() and link.resolve() == package):
+        folder.mkdir(parents=True, exist_ok=True)
+        temp = folder / f".nbenv-{os.getpid()}"
+        temp.unlink(missing_ok=True)
+        temp.symlink_to(package, target_is_directory=True)
+        os.replace(temp, link)
+    return folder
 
 
 def installed_spec(kname: str, *, prefix: str | None = None) -> KernelSpecInfo | None:

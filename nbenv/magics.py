@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import shlex
+import subprocess
 import sys
 import threading
 import time
@@ -20,6 +22,13 @@ from typing import Any
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
+from nbenv.cellenv import (
+    HOST_PYTHON,
+    ReadyEnv,
+    in_env_kernel,
+    ready_env,
+    ready_env_from_host,
+)
 from nbenv.cellspec import CellDeclaration, parse_cell
 from nbenv.errors import NbenvError, SubKernelError
 from nbenv.net.auth import redact
@@ -108,82 +117,53 @@ class NbenvMagics(Magics):
     def __init__(self, shell: InteractiveShell) -> None:
         super().__init__(shell)
         self._running: dict[str, _Running] = {}  # env id -> the child that runs it
-        self._ready: dict[str, Any] = {}  # declaration key -> CreateResult, this session
+        self._ready: dict[str, ReadyEnv] = {}  # declaration key -> its env, this session
 
     # -- the declaration -> env step, shared by every magic ----------------------------------
-    def _env_for(self, declaration: CellDeclaration) -> Any:
-        from nbenv.notebook import ensure_env
-        from nbenv.notebook_lock import locate_lock, open_lock
-
-        location = locate_lock(self.shell.user_ns if self.shell else None)
-        notebook_lock = open_lock(location)
-        reporter = CellReporter()
-        try:
-            env = ensure_env(declaration, notebook_lock, upgrade=declaration.upgrade,
-                             reporter=reporter)  # fmt: skip
-        except BaseException:
-            reporter.finish(None)
-            raise
-        if env.status != "locked":
-            notebook_lock.save()
-        result = env.result
-        summary = None
-        if result.created or env.status != "locked":
-            count = len(env.lock.pylock.packages)
-            where = f"; {env.status} in {location.path.name}" if env.status != "locked" else ""
-            summary = (f"env {result.record.env_id[:12]} ready: Python {result.record.python}, "
-                       f"{count} packages{where}")  # fmt: skip
-        reporter.finish(summary)
-        return result
-
-    def _ready_env(self, declaration: CellDeclaration) -> Any:
+    def _ready_env(
+        self, magic: str, line: str, cell: str, declaration: CellDeclaration
+    ) -> ReadyEnv:
         """The declaration's env; a declaration this kernel already ensured costs one stat
         (a cell that runs in a loop must not re-read locks and kernelspecs every time)."""
         known = None if declaration.upgrade else self._ready.get(declaration.key)
         if known is not None and known.python.exists():
             return known
-        result = self._env_for(declaration)
-        self._ready[declaration.key] = result
-        return result
+        user_ns = self.shell.user_ns if self.shell else {}
+        if in_env_kernel():
+            ready = ready_env_from_host(magic, line, cell, user_ns)
+        else:
+            reporter = CellReporter()
+            try:
+                ready = ready_env(declaration, user_ns, reporter)
+            except BaseException:
+                reporter.finish(None)
+                raise
+            reporter.finish(ready.progress)
+        self._ready[declaration.key] = ready
+        return ready
 
-    def _run(self, declaration: CellDeclaration) -> None:
+    def _run(self, magic: str, line: str, cell: str) -> None:
         try:
-            result = self._ready_env(declaration)
+            declaration = parse_cell(magic, line, cell)
+            ready = self._ready_env(magic, line, cell, declaration)
             if not declaration.body.strip():
-                self._summary(result)
+                print(ready.summary)
                 return
-            self._execute(declaration, result)
+            self._execute(declaration, ready)
         except SubKernelError:
             raise  # it renders the child's own traceback or its message
         except NbenvError as exc:
             raise NbenvCellError(redact(str(exc))) from None
 
-    def _summary(self, result: Any) -> None:
-        from nbenv.envs import describe_env
-        from nbenv.store import Store
-
-        info = describe_env(Store(), result.record.env_id)
-        kernel = result.kernel.display_name if result.kernel else "(no kernel)"
-        verb = "built" if result.created else "ready"
-        print(
-            f"nbenv: env {info['name'] or result.record.env_id} {verb}: Python "
-            f"{result.record.python}, {len(info['packages'])} packages, kernel {kernel!r}.\n"
-            f"Switch this notebook to it with Kernel > Change Kernel > {kernel}, or run cells "
-            "in it with %%pypi."
-        )
-
-    def _execute(self, declaration: CellDeclaration, result: Any) -> None:
-        from nbenv.lock import load_lock
-        from nbenv.store import LOCK_FILE
+    def _execute(self, declaration: CellDeclaration, ready: ReadyEnv) -> None:
         from nbenv.subkernel import pool_for
 
         assert self.shell is not None
         pool = pool_for(self.shell)
-        env_id = result.record.env_id
+        env_id = ready.env_id
         wanted = frozenset(declaration.pypi.requirement_strings())
         if pool.find(env_id) is None:
-            lock = load_lock(result.path / LOCK_FILE)
-            packages = {str(p.name): str(p.version) for p in lock.pylock.packages}
+            packages = ready.packages
             # A declaration that grew (`%pypi beta` added to a cell that ran with `alpha`)
             # keeps its kernel and its variables when no version moved, like `%pip install`.
             grown = [r for r in self._running.values()
@@ -195,7 +175,7 @@ class NbenvMagics(Magics):
                 moved = {n: (v, packages.get(n)) for n, v in previous.packages.items()
                          if packages.get(n) != v}  # fmt: skip
                 if old is not None and not moved and old.is_alive():
-                    old.retarget(result.path, env_id)
+                    old.retarget(ready.path, env_id)
                     self._running.pop(previous.env_id, None)
                 elif moved:
                     what = ", ".join(f"{n} {a} -> {b or 'removed'}" for n, (a, b) in moved.items())
@@ -205,7 +185,7 @@ class NbenvMagics(Magics):
                         "by the earlier cells of this env are not here."
                     )
             self._running[env_id] = _Running(env_id, _options(declaration), wanted, packages)
-        child = pool.get(result.record.env_id, result.python, result.path)
+        child = pool.get(env_id, ready.python, ready.path)
         inputs = {}
         for name in declaration.inputs:
             if name not in self.shell.user_ns:
@@ -222,40 +202,41 @@ class NbenvMagics(Magics):
 
         Run the cell in an isolated env with these PyPI requirements. Lines below that start
         with %pypi or %conda add to the same env."""
-        self._run(self._parse("pypi", line, cell))
+        self._run("pypi", line, cell)
 
     @cell_magic
     def conda(self, line: str, cell: str) -> None:
         """%%conda [-c CHANNEL] SPEC... — Conda packages (mixed with %pypi lines)."""
-        self._run(self._parse("conda", line, cell))
+        self._run("conda", line, cell)
 
     @line_magic("pypi")  # type: ignore[arg-type]
     def pypi_line(self, line: str) -> None:
         """%pypi SPEC... — the notebook-level env: built, locked, kernel registered."""
-        self._run(self._parse("pypi", line, ""))
+        self._run("pypi", line, "")
 
     @line_magic
     def nbenv(self, line: str) -> None:
         """%nbenv list|show|remove|gc|lock|export|run|kernel ... — the nbenv CLI."""
-        from nbenv.cli import main
-
         try:
             argv = shlex.split(line) or ["--help"]
         except ValueError as exc:
             raise NbenvCellError(f"%nbenv {line}: {exc}") from None
         err = io.StringIO()
-        with contextlib.redirect_stderr(err):
-            code = main(argv)
+        if in_env_kernel():  # the CLI's modules live with the host nbenv
+            done = subprocess.run([os.environ[HOST_PYTHON], "-m", "nbenv", *argv],
+                                  capture_output=True, text=True, check=False)  # fmt: skip
+            print(done.stdout, end="")
+            code = done.returncode
+            err.write(done.stderr)
+        else:
+            from nbenv.cli import main
+
+            with contextlib.redirect_stderr(err):
+                code = main(argv)
         if code != 0:  # the cell fails, so "Run All" stops as it would in a terminal
             raise NbenvCellError(err.getvalue().strip().removeprefix("error: "))
         if err.getvalue():
             print(err.getvalue().rstrip(), file=sys.stderr)
-
-    def _parse(self, magic: str, line: str, cell: str) -> CellDeclaration:
-        try:
-            return parse_cell(magic, line, cell)
-        except NbenvError as exc:
-            raise NbenvCellError(str(exc)) from None
 
 
 def load_ipython_extension(shell: InteractiveShell) -> None:

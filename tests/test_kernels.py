@@ -95,13 +95,12 @@ def test_a_registered_kernel_starts_inside_its_env(
     assert Path(listed["resource_dir"]) == info.resource_dir
     spec = listed["spec"]
     assert spec["display_name"] == f"Python {PY} · nbenv: ml-demo"
-    assert spec["argv"] == [
-        str(env_dir / "bin" / "python"),
-        "-m",
-        "ipykernel_launcher",
-        "-f",
-        "{connection_file}",
-    ]
+    host = isolated_env.nbenv_home / "kernel-host"
+    assert spec["argv"][0] == str(env_dir / "bin" / "python")
+    assert spec["argv"][1] == "-c" and repr(str(host)) in spec["argv"][2]
+    assert spec["argv"][3:] == ["-f", "{connection_file}", "--IPKernelApp.extensions=['nbenv']"]
+    assert sorted(p.name for p in host.iterdir()) == ["nbenv"]  # nbenv alone, no other package
+    assert spec["env"]["NBENV_HOST_PYTHON"] == sys.executable
     assert spec["metadata"]["nbenv"] == {
         "env_id": ENV_ID,
         "name": "ml-demo",
@@ -138,7 +137,7 @@ def test_kernel_json_is_what_the_picker_needs(tmp_path: Path) -> None:
     assert spec["display_name"] == f"Python {PY} · nbenv: 1a2b3c4d"
     assert spec["language"] == "python"
     assert spec["metadata"]["nbenv"]["name"] is None
-    assert set(spec["env"]) == {"PYDEVD_DISABLE_FILE_VALIDATION"}
+    assert set(spec["env"]) == {"PYDEVD_DISABLE_FILE_VALIDATION", "NBENV_HOST_PYTHON"}
     ipykernel_resources = Path(ipykernel.__path__[0], "resources")
     for logo in ipykernel_resources.glob("logo-*"):
         assert (info.resource_dir / logo.name).read_bytes() == logo.read_bytes()

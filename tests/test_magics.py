@@ -180,3 +180,46 @@ def test_nbenv_line_magic_mirrors_the_cli(
     assert printed[2].splitlines()[1].startswith("viacli")
     (error,) = [o for o in cells[3] if o["output_type"] == "error"]
     assert "No environment named or with id 'nope'" in "\n".join(error["traceback"])  # type: ignore[arg-type]
+
+
+def test_an_env_kernel_has_the_magics_without_leaking_nbenv_dependencies(
+    env_index: IndexServer, fast_cache: Path
+) -> None:
+    from jupyter_client.manager import start_new_kernel
+
+    made = json.loads(
+        nbenv_cli(
+            "create", "--json", "--index-url", env_index.url, "--name", "host", "alpha"
+        ).stdout
+    )
+    km, kc = start_new_kernel(kernel_name=made["kernel"], startup_timeout=60)
+    printed: list[str] = []
+
+    def run(code: str) -> dict[str, object]:
+        reply = kc.execute_interactive(
+            code,
+            timeout=120,
+            output_hook=lambda m: (
+                printed.append(m["content"].get("text", "")) if m["msg_type"] == "stream" else None
+            ),
+        )
+        return reply["content"]  # type: ignore[no-any-return]
+
+    try:
+        # no %load_ext: the env's kernel loads nbenv's magics itself
+        cell = (
+            f"%%pypi --index-url {env_index.url} beta\nimport beta\nprint('beta', beta.__version__)"
+        )
+        assert run(cell)["status"] == "ok"
+        assert "beta 1.0" in "".join(printed)
+        printed.clear()
+        assert run("import alpha, sys\nprint(alpha.__version__, sys.prefix)")["status"] == "ok"
+        assert "".join(printed).split() == ["2.0", made["path"]]
+        printed.clear()
+        assert run("%nbenv list")["status"] == "ok"
+        assert "host" in "".join(printed)
+        leak = run("import httpx")  # nbenv's own dependencies stay out of the user's env
+        assert leak["status"] == "error" and leak["ename"] == "ModuleNotFoundError"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
