@@ -84,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("list", help="list environments")
     listing.add_argument("--json", action="store_true")
+    listing.add_argument("--html", action="store_true", help="an HTML table (for notebooks)")
 
     show = commands.add_parser("show", help="packages, size, kernel and lock of an env")
     show.add_argument("env", metavar="ENV", help="name, env id or id prefix")
@@ -349,6 +350,11 @@ def _list(ns: argparse.Namespace, reporter: Reporter) -> int:
     rows = describe_envs()
     if ns.json:
         _print_json(rows)
+        return 0
+    if ns.html:
+        from nbenv.inspector import envs_html
+
+        print(envs_html(rows))
         return 0
     if not rows:
         print("No environments yet. Create one with `nbenv create SPEC...`.")

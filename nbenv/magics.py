@@ -221,6 +221,12 @@ class NbenvMagics(Magics):
             argv = shlex.split(line) or ["--help"]
         except ValueError as exc:
             raise NbenvCellError(f"%nbenv {line}: {exc}") from None
+        if argv == ["inspect"]:  # what exists, as a table in the notebook
+            self._inspect()
+            return
+        self._cli(argv)
+
+    def _cli(self, argv: list[str]) -> None:
         err = io.StringIO()
         if in_env_kernel():  # the CLI's modules live with the host nbenv
             done = subprocess.run([os.environ[HOST_PYTHON], "-m", "nbenv", *argv],
@@ -237,6 +243,14 @@ class NbenvMagics(Magics):
             raise NbenvCellError(err.getvalue().strip().removeprefix("error: "))
         if err.getvalue():
             print(err.getvalue().rstrip(), file=sys.stderr)
+
+    def _inspect(self) -> None:
+        from IPython.display import HTML, display
+
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            self._cli(["list", "--html"])
+        display(HTML(out.getvalue()))  # type: ignore[no-untyped-call]
 
 
 def load_ipython_extension(shell: InteractiveShell) -> None:

@@ -172,13 +172,17 @@ def test_nbenv_line_magic_mirrors_the_cli(
         "%load_ext nbenv",
         f"%pypi --index-url {env_index.url} --name viacli alpha",
         "%nbenv list",
+        "%nbenv inspect",
         "%nbenv show nope",
     )
     code, _err, cells = run(path)
     assert code == 1
     printed = stream_text(read_notebook(tmp_path / "cli.out.ipynb"))
     assert printed[2].splitlines()[1].startswith("viacli")
-    (error,) = [o for o in cells[3] if o["output_type"] == "error"]
+    (table,) = [o for o in cells[3] if o["output_type"] == "display_data"]
+    shown = table["data"]["text/html"]  # type: ignore[index]
+    assert "<table>" in shown and "<td>viacli</td>" in shown and "1 environment(s)" in shown
+    (error,) = [o for o in cells[4] if o["output_type"] == "error"]
     assert "No environment named or with id 'nope'" in "\n".join(error["traceback"])  # type: ignore[arg-type]
 
 
