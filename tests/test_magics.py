@@ -227,3 +227,24 @@ def test_an_env_kernel_has_the_magics_without_leaking_nbenv_dependencies(
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def test_adding_a_package_that_moves_a_version_says_the_state_is_gone(
+    env_index: IndexServer, fast_cache: Path, tmp_path: Path
+) -> None:
+    url = env_index.url
+    path = write_notebook(
+        tmp_path / "move.ipynb",
+        "%load_ext nbenv",
+        f"%%pypi --index-url {url} shared\nimport shared\nkept = shared.__version__",
+        f"%%pypi --index-url {url} shared\n%pypi left\nimport shared\n"
+        "print(shared.__version__, 'kept' in globals())",
+    )
+    code, err, _ = run(path)
+    assert code == 0, err
+    printed = stream_text(read_notebook(tmp_path / "move.out.ipynb"))[2]
+    assert printed.splitlines() == [
+        "nbenv: adding left changes shared 2.0 -> 1.0, so this cell runs in a new kernel: "
+        "variables set by the earlier cells of this env are not here.",
+        "1.0 False",
+    ]
