@@ -10,6 +10,7 @@ and the formatting of medians and ratios.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -29,6 +30,7 @@ __all__ = [
     "fmt_summary",
     "format_table",
     "indent",
+    "normalize",
     "progress",
     "ratio",
     "source_tree_env",
@@ -221,6 +223,11 @@ def fmt_ratio(r: float | None) -> str:
 def progress(text: str) -> None:
     """Progress on stderr, no newline added; the report goes to stdout."""
     print(text, end="", file=sys.stderr, flush=True)
+
+
+def normalize(name: str) -> str:
+    """A project name as PEP 503 compares them."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def indent(text: str, prefix: str) -> str:

@@ -45,6 +45,7 @@ from _harness import (
     fmt_summary,
     format_table,
     indent,
+    normalize,
     progress,
     ratio,
     source_tree_env,
@@ -88,10 +89,6 @@ CASES: dict[str, tuple[str, ...]] = {
 PIP_CASES = ("cold", "cold-nocompile", "warm")  # slow: only in the first --pip-runs rounds
 
 Versions = dict[str, str]  # normalized project name -> version
-
-
-def normalize(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 # --------------------------------------------------------------------------- plans

@@ -27,7 +27,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _harness import RunResult, Summary, clean_env, format_table, summarize, tail, timed_run
+from _harness import (
+    RunResult,
+    Summary,
+    base_env,
+    find_uv,
+    fmt_ratio,
+    fmt_summary,
+    format_table,
+    indent,
+    normalize,
+    progress,
+    ratio,
+    summarize,
+    tail,
+    timed_run,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPI = "https://pypi.org/simple"
@@ -48,10 +63,6 @@ GOAL_UV_WARM = 1.5  # nbenv warm median must be within 1.5x of uv's warm median
 Versions = dict[str, str]  # normalized project name -> version
 
 
-def normalize(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 # --------------------------------------------------------------------------- tools
 
 
@@ -61,28 +72,6 @@ class Invocation:
     env: dict[str, str]
     stdin: str | None = None
     cwd: str | None = None
-
-
-def base_env(workdir: Path) -> dict[str, str]:
-    """What an ordinary user has: no pip/uv/nbenv settings from this machine.
-
-    The machine's pip configuration adds a local index, find-links and constraints;
-    PIP_CONFIG_FILE=/dev/null and dropping every PIP_* variable removes them (PIP_CERT is
-    TLS trust, not resolution policy, so it stays). UV_* would steer uv the same way.
-    Jupyter dirs point into the workdir so no run touches the real home.
-    """
-    return clean_env(
-        drop_prefixes=("PIP_", "UV_", "NBENV_", "JUPYTER_"),
-        keep=("PIP_CERT",),
-        set_vars={
-            "PIP_CONFIG_FILE": "/dev/null",
-            "PIP_DISABLE_PIP_VERSION_CHECK": "1",  # uv and nbenv make no such request
-            "PIP_NO_INPUT": "1",
-            "JUPYTER_DATA_DIR": str(workdir / "jupyter" / "data"),
-            "JUPYTER_CONFIG_DIR": str(workdir / "jupyter" / "config"),
-            "JUPYTER_RUNTIME_DIR": str(workdir / "jupyter" / "runtime"),
-        },
-    )
 
 
 @dataclass
@@ -182,14 +171,6 @@ class Uv(Tool):
         return timed_run([self.uv, "--version"], env=base_env(self.workdir)).stdout.strip()
 
 
-def find_uv() -> str:
-    """uv next to this interpreter (the project venv's `bench` extra), else on PATH."""
-    beside = Path(sys.executable).parent / "uv"
-    if beside.exists():
-        return str(beside)
-    return shutil.which("uv") or "uv"
-
-
 # --------------------------------------------------------------------------- running
 
 
@@ -244,7 +225,7 @@ class Bench:
                     why = "its output named no packages"
         if why:
             detail = tail(result.stderr) or tail(result.stdout) or "(no output)"
-            why = f"{why}\n    $ {' '.join(inv.argv)}\n" + _indent(detail, "    | ")
+            why = f"{why}\n    $ {' '.join(inv.argv)}\n" + indent(detail, "    | ")
         shutil.rmtree(scratch, ignore_errors=True)
         return result, versions, why
 
@@ -323,33 +304,7 @@ class Bench:
         return summarize(cell.seconds) if cell else None
 
 
-def progress(text: str) -> None:
-    print(text, end="", file=sys.stderr, flush=True)
-
-
-def _indent(text: str, prefix: str) -> str:
-    return "\n".join(prefix + line for line in text.splitlines())
-
-
 # --------------------------------------------------------------------------- reporting
-
-
-def fmt_cell(s: Summary | None) -> str:
-    if s is None:
-        return "-"
-    if s.n == 1:
-        return f"{s.median:.2f}"
-    return f"{s.median:.2f} [{s.min:.2f}-{s.max:.2f}]"
-
-
-def ratio(a: Summary | None, b: Summary | None) -> float | None:
-    if a is None or b is None or b.median <= 0:
-        return None
-    return a.median / b.median
-
-
-def fmt_ratio(r: float | None) -> str:
-    return "-" if r is None else f"{r:.2f}x"
 
 
 def timing_table(bench: Bench) -> str:
@@ -362,9 +317,9 @@ def timing_table(bench: Bench) -> str:
                 [
                     set_name,
                     mode,
-                    fmt_cell(nb),
-                    fmt_cell(pip),
-                    fmt_cell(uv),
+                    fmt_summary(nb),
+                    fmt_summary(pip),
+                    fmt_summary(uv),
                     fmt_ratio(ratio(nb, pip)),
                     fmt_ratio(ratio(nb, uv)),
                 ]
@@ -403,7 +358,7 @@ def agreement_report(bench: Bench) -> str:
             lines.append(head + f"; {len(diffs)} differ:")
             rows = [[name, *(diffs[name][t] for t in present)] for name in diffs]
             table = format_table(["package", *present], rows, left=1)
-            lines.append(_indent(table, "      "))
+            lines.append(indent(table, "      "))
         for tool in present:
             for other in bench.unstable.get((tool, set_name), []):
                 first = bench.versions[(tool, set_name)]
