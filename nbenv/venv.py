@@ -6,6 +6,8 @@ trusted), and bytecode is compiled once the env is in its final place, in a deta
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import subprocess
@@ -13,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nbenv.errors import InstallError, VenvCreationError
+from nbenv.files import atomic_write
+from nbenv.paths import cache_dir
 
 __all__ = ["Layout", "compile_bytecode", "create_venv", "env_python", "query_layout"]
 
@@ -111,6 +115,55 @@ class Layout:
 
 
 def query_layout(python: Path, env_dir: Path) -> Layout:
+    """Where installs go in this env. Every venv of one base interpreter has the same layout
+    relative to its root, so the answer is kept per interpreter (in memory and in the cache
+    dir): only the first env of an interpreter pays for starting it."""
+    key = _interpreter_key(python)
+    relative = _LAYOUTS.get(key) if key else None
+    cache_file = cache_dir() / "layouts" / f"{key}.json" if key else None
+    if relative is None and cache_file is not None:
+        with contextlib.suppress(OSError, ValueError):
+            relative = json.loads(cache_file.read_text())
+    if relative is not None:
+        with contextlib.suppress(KeyError, TypeError):
+            return _checked(Layout(
+                purelib=os.path.join(env_dir, relative["purelib"]),
+                platlib=os.path.join(env_dir, relative["platlib"]),
+                scripts=os.path.join(env_dir, relative["scripts"]),
+                data=os.path.join(env_dir, relative["data"]),
+                python_version=relative["version"],
+            ), python, env_dir)  # fmt: skip
+    layout = _ask(python, env_dir)
+    if key:
+        relative = {
+            "purelib": os.path.relpath(layout.purelib, env_dir),
+            "platlib": os.path.relpath(layout.platlib, env_dir),
+            "scripts": os.path.relpath(layout.scripts, env_dir),
+            "data": os.path.relpath(layout.data, env_dir),
+            "version": layout.python_version,
+        }
+        _LAYOUTS[key] = relative
+        if cache_file is not None:
+            with contextlib.suppress(OSError):
+                atomic_write(cache_file, json.dumps(relative).encode())
+    return layout
+
+
+_LAYOUTS: dict[str, dict[str, str]] = {}
+
+
+def _interpreter_key(python: Path) -> str | None:
+    """The base interpreter the env's python points to, with its size and mtime."""
+    try:
+        real = os.path.realpath(python)
+        st = os.stat(real)
+    except OSError:
+        return None
+    text = f"{real}\0{st.st_size}\0{st.st_mtime_ns}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _ask(python: Path, env_dir: Path) -> Layout:
     """Ask the env's own python where installs go (distros patch sysconfig; trust no guess)."""
     argv = [str(python), "-I", "-c", _LAYOUT_CODE]
     try:
@@ -131,6 +184,10 @@ def query_layout(python: Path, env_dir: Path) -> Layout:
         )
     except (KeyError, TypeError) as exc:
         raise InstallError(f"{python} reported no install path for {exc}") from None
+    return _checked(layout, python, env_dir)
+
+
+def _checked(layout: Layout, python: Path, env_dir: Path) -> Layout:
     real_env = os.path.realpath(env_dir)
     for where in (layout.purelib, layout.platlib, layout.scripts, layout.data):
         real = os.path.realpath(where)

@@ -7,13 +7,17 @@ it a local index and nothing else reaches the network. It is safe to share betwe
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
+
 
 from nbenv import __version__
 from nbenv.errors import IndexAccessError
@@ -22,7 +26,6 @@ from nbenv.net.auth import Credentials, redact, split_credentials
 __all__ = ["DownloadResult", "HttpClient", "HttpResponse", "file_url_to_path"]
 
 _RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
-_TRANSIENT = (httpx.TransportError,)
 _CHUNK = 256 * 1024
 
 
@@ -62,19 +65,37 @@ class HttpClient:
         self.credentials = credentials or Credentials()
         self.retries = retries
         self.backoff = backoff
-        limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        )
-        self._client = httpx.Client(
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            limits=limits,
-            follow_redirects=True,
-            headers={"User-Agent": f"nbenv/{__version__}"},
-            trust_env=True,  # proxies and SSL_CERT_FILE like every other tool
-        )
+        self._timeout = timeout
+        self._max_connections = max_connections
+        self._httpx_client: httpx.Client | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def _client(self) -> httpx.Client:
+        """Made on first use: building an env from cached files needs no network, and httpx
+        with its TLS context costs ~50 ms that such a run should not pay."""
+        with self._lock:
+            if self._httpx_client is None:
+                import httpx
+
+                limits = httpx.Limits(
+                    max_connections=self._max_connections,
+                    max_keepalive_connections=self._max_connections,
+                )
+                self._httpx_client = httpx.Client(
+                    timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, 10.0)),
+                    limits=limits,
+                    follow_redirects=True,
+                    headers={"User-Agent": f"nbenv/{__version__}"},
+                    trust_env=True,  # proxies and SSL_CERT_FILE like every other tool
+                )
+            return self._httpx_client
 
     def close(self) -> None:
-        self._client.close()
+        with self._lock:
+            client, self._httpx_client = self._httpx_client, None
+        if client is not None:
+            client.close()
 
     def __enter__(self) -> HttpClient:
         return self
@@ -89,11 +110,13 @@ class HttpClient:
         if clean.startswith("file:"):
             return _read_file(clean, headers or {})
         auth = inline or self.credentials.for_url(clean)
+        client = self._client
+        transient = _transient()
         attempt = 0
         while True:
             try:
-                response = self._client.get(clean, headers=dict(headers or {}), auth=auth)
-            except _TRANSIENT as exc:
+                response = client.get(clean, headers=dict(headers or {}), auth=auth)
+            except transient as exc:
                 if attempt >= self.retries:
                     raise IndexAccessError(redact(clean), _describe(exc)) from None
             else:
@@ -144,6 +167,8 @@ class HttpClient:
             return _copy_file(clean, dest, on_chunk)
         auth = inline or self.credentials.for_url(clean)
         kept = _size(dest)  # bytes from before this call still in the file
+        client = self._client
+        transient = _transient()
         attempt = 0
         high_water = kept
         while True:
@@ -152,9 +177,7 @@ class HttpClient:
             if offset:
                 request_headers["Range"] = f"bytes={offset}-"
             try:
-                with self._client.stream(
-                    "GET", clean, headers=request_headers, auth=auth
-                ) as response:
+                with client.stream("GET", clean, headers=request_headers, auth=auth) as response:
                     status = response.status_code
                     final = redact(str(response.url))
                     if status in _RETRY_STATUS:
@@ -175,7 +198,7 @@ class HttpClient:
                         raise IndexAccessError(final, "HTTP 206 to a request for the whole file")
                     else:
                         return DownloadResult(final, status, offset, kept)
-            except _TRANSIENT as exc:
+            except transient as exc:
                 if attempt >= self.retries:
                     raise IndexAccessError(redact(clean), _describe(exc)) from None
                 if _size(dest) > high_water:  # a broken stream that made progress
@@ -193,6 +216,12 @@ def file_url_to_path(url: str) -> Path:
 
         return Path(url2pathname(path))
     return Path(path)
+
+
+def _transient() -> tuple[type[Exception], ...]:
+    import httpx
+
+    return (httpx.TransportError,)
 
 
 def _describe(exc: Exception) -> str:
