@@ -50,6 +50,9 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> IsolatedEnv
         path.mkdir(parents=True, exist_ok=True)
         monkeypatch.setenv(name, str(path))
     monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    # Files a test makes relative to the working directory (a notebook lock found there,
+    # a kernel's cwd) land in its temp dir, never in the checkout.
+    monkeypatch.chdir(root)
     # A proxy configured on the machine must never see requests to the local servers.
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
