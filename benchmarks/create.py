@@ -382,6 +382,12 @@ class Bench:
             if "nbenv" in self.tools and not self.skipped("nbenv", "existing"):
                 self.measure_inproc(rnd)
 
+    @property
+    def inproc_variants(self) -> list[str]:
+        """The kernel variant needs the env primed with the kernel packages (k- cases)."""
+        kernel = any(c.startswith("k-") for c in self.cases)
+        return ["kernel", "no-kernel"] if kernel else ["no-kernel"]
+
     def skipped(self, tool: str, case: str) -> bool:
         return tool in self.broken or f"{tool}/{case}" in self.broken
 
@@ -391,12 +397,14 @@ class Bench:
         import nbenv.envs, call create_env once, then time `inproc_calls` more calls."""
         progress(f"run {rnd + 1}/{self.runs}  {'in-process':<14}")
         words = ["--index-url", self.index_url, *SPECS]
-        argv = [sys.executable, "-c", INPROC_SCRIPT, json.dumps(words), str(self.inproc_calls)]
+        variants = self.inproc_variants
+        argv = [sys.executable, "-c", INPROC_SCRIPT, json.dumps(words), str(self.inproc_calls),
+                json.dumps(variants)]  # fmt: skip
         env = self.nbenv_env(self.nbenv_home, self.nbenv_cache, offline=True)
         result = timed_run(argv, env=env, cwd=str(ROOT), timeout=self.timeout)
         try:
             data = json.loads(result.stdout)
-            for variant in ("kernel", "no-kernel"):
+            for variant in variants:
                 if data[variant]["created"]:
                     raise ValueError(f"{variant}: create_env built an env instead of finding it")
         except (ValueError, KeyError, TypeError) as exc:
@@ -407,8 +415,9 @@ class Bench:
         data["round"] = rnd
         self.inproc.append(data)
         for variant, key in (("kernel", "k-inproc"), ("no-kernel", "inproc")):
-            self.cells.setdefault(("nbenv", key), Cell()).seconds.extend(data[variant]["calls"])
-        kmed = summarize(data["kernel"]["calls"])
+            if variant in data:
+                self.cells.setdefault(("nbenv", key), Cell()).seconds.extend(data[variant]["calls"])
+        kmed = summarize(data[variants[0]]["calls"])
         assert kmed is not None
         progress(f" import {data['import'] * 1e3:.0f} ms, lookup {kmed.median * 1e3:.2f} ms\n")
 
@@ -530,9 +539,11 @@ t0 = time.perf_counter()
 from nbenv.envs import create_env
 from nbenv.spec import parse_request
 imported = time.perf_counter() - t0
-words, n = json.loads(sys.argv[1]), int(sys.argv[2])
+words, n, variants = json.loads(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
 out = {"import": imported}
 for variant, kernel in (("kernel", True), ("no-kernel", False)):
+    if variant not in variants:
+        continue
     t = time.perf_counter()
     result = create_env(parse_request(words), register_kernel=kernel)
     first = time.perf_counter() - t
@@ -715,7 +726,7 @@ def inproc_report(bench: Bench) -> str:
         "timed calls):",
         f"  import nbenv.envs + nbenv.spec: {fmt_summary(imports, scale=1e3, digits=0)} ms",
     ]
-    for variant in ("kernel", "no-kernel"):
+    for variant in bench.inproc_variants:
         first = summarize([d[variant]["first"] for d in bench.inproc])
         calls = summarize([c for d in bench.inproc for c in d[variant]["calls"]])
         lines.append(
@@ -792,7 +803,7 @@ def goals(bench: Bench) -> list[tuple[str, str]]:
         )
     )
     k = s("nbenv", "k-inproc")
-    first = summarize([d["kernel"]["first"] for d in bench.inproc])
+    first = summarize([d["kernel"]["first"] for d in bench.inproc if "kernel" in d])
     for value, what in (
         (k.median if k else None, "in-process median of repeated calls"),
         (first.median if first else None, "first call after the import, median"),
