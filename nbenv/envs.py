@@ -262,13 +262,13 @@ def _build(
     for artifact in artifacts:
         path = paths[artifact.sha256]
         if artifact.filename.endswith(".whl"):
-            wheels.append(WheelToInstall(path, artifact.sha256))
+            wheels.append(WheelToInstall(path, artifact.sha256, verified=True))
             continue
         built = build_wheel_from_sdist(
             path, cache, sdist_sha256=artifact.sha256, indexes=(), python=str(interpreter.path),
             reporter=reporter,
         )  # fmt: skip
-        wheels.append(WheelToInstall(built, sha256_file(built)))
+        wheels.append(WheelToInstall(built, sha256_file(built), verified=True))
     t1 = time.perf_counter()
     reporter.stage("creating environment")
     create_venv(interpreter.path, build, final_dir=final)
