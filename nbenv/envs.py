@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
+import filelock
 from packaging.markers import Environment
 from packaging.pylock import PackageSdist, PackageWheel
 from packaging.requirements import Requirement
@@ -210,19 +211,33 @@ def ensure_kernel(
     """Install the env's kernelspec unless an identical one is there already."""
     record = store.record(env_id)
     path = store.path(env_id)
-    spec = installed_spec(kernel_name(env_id, name or record.name), prefix=prefix)
-    if spec is not None and spec.env_id == env_id and spec.python == path / "bin" / "python":
-        return spec  # the common case, checked in a millisecond: nothing to do
-    return install_kernelspec(
-        env_dir=path,
-        python=path / "bin" / "python",
-        env_id=env_id,
-        name=name or record.name,
-        python_version=".".join(record.python.split(".")[:2]),
-        requirements=record.requirements,
-        lock_path=path / LOCK_FILE,
-        prefix=prefix,
-    )
+    kname = kernel_name(env_id, name or record.name)
+
+    def current() -> KernelSpecInfo | None:
+        spec = installed_spec(kname, prefix=prefix)
+        ok = spec is not None and spec.env_id == env_id and spec.python == path / "bin" / "python"
+        return spec if ok else None
+
+    found = current()
+    if found is not None:
+        return found  # the common case, checked in a millisecond: nothing to do
+    # Two processes creating the same env both get here: one installs, the other reuses it
+    # (KernelSpecManager's copy fails when another process writes the same directory).
+    store.home.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(str(store.home / f".kernel-{kname}.lock")):
+        found = current()
+        if found is not None:
+            return found
+        return install_kernelspec(
+            env_dir=path,
+            python=path / "bin" / "python",
+            env_id=env_id,
+            name=name or record.name,
+            python_version=".".join(record.python.split(".")[:2]),
+            requirements=record.requirements,
+            lock_path=path / LOCK_FILE,
+            prefix=prefix,
+        )
 
 
 def _build(
