@@ -47,6 +47,11 @@ __all__ = [
 ]
 
 
+def _tail(output: str, lines: int = 20) -> str:
+    """The end of a tool's output: where its error is, without pages of build log."""
+    return "\n".join(output.strip().splitlines()[-lines:])
+
+
 class NbenvError(Exception):
     """Base of every error nbenv raises on purpose; `str()` is the user-facing message."""
 
@@ -154,8 +159,7 @@ class SdistBuildError(NbenvError):
     def __init__(self, filename: str, output: str) -> None:
         self.filename = filename
         self.output = output
-        tail = "\n".join(output.strip().splitlines()[-20:])
-        super().__init__(f"Building a wheel from {filename} failed:\n{tail}")
+        super().__init__(f"Building a wheel from {filename} failed:\n{_tail(output)}")
 
 
 class LockFileError(NbenvError):
@@ -314,8 +318,7 @@ class VenvCreationError(InstallError):
     def __init__(self, python: str, output: str) -> None:
         self.python = python
         self.output = output
-        tail = "\n".join(output.strip().splitlines()[-20:])
-        super().__init__(f"`{python} -m venv` could not create an environment:\n{tail}")
+        super().__init__(f"`{python} -m venv` could not create an environment:\n{_tail(output)}")
 
 
 class NotebookFileError(NbenvError):
@@ -387,7 +390,7 @@ class SubKernelStartError(SubKernelError):
         self.output = output
         message = f"The kernel of env {env_id[:12]} ({python}) did not start: {reason}"
         if output.strip():
-            message += "\n" + "\n".join(output.strip().splitlines()[-20:])
+            message += "\n" + _tail(output)
         super().__init__(message)
 
 
@@ -402,7 +405,7 @@ class ChildCrashedError(SubKernelError):
         message = f"The env's kernel died ({self.status}); it restarts on next use; "
         message += "state was lost."
         if output.strip():
-            message += "\nIts last words:\n" + "\n".join(output.strip().splitlines()[-20:])
+            message += "\nIts last words:\n" + _tail(output)
         super().__init__(message)
 
 

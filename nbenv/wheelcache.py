@@ -32,6 +32,7 @@ from installer.sources import WheelFile
 from installer.utils import SCHEME_NAMES, Scheme, parse_entrypoints, parse_metadata_file
 
 from nbenv.errors import InstallError, InvalidWheelError, UnsafeWheelError
+from nbenv.files import sha256_file
 
 __all__ = [
     "CHUNK",
@@ -212,17 +213,12 @@ def _unpack(wheel: WheelToInstall, home: Path) -> UnpackedWheel:
 
 def _check_sha256(wheel: WheelToInstall) -> None:
     """The cache is keyed by this hash: a wrong pairing must not poison it for everyone."""
-    hasher = hashlib.sha256()
     try:
-        with wheel.path.open("rb") as stream:
-            while block := stream.read(CHUNK):
-                hasher.update(block)
+        actual = sha256_file(wheel.path)
     except OSError as exc:
         raise InvalidWheelError(wheel.path.name, f"cannot read it ({exc})") from None
-    if hasher.hexdigest() != wheel.sha256:
-        raise InvalidWheelError(
-            wheel.path.name, f"its sha256 is {hasher.hexdigest()}, not {wheel.sha256}"
-        )
+    if actual != wheel.sha256:
+        raise InvalidWheelError(wheel.path.name, f"its sha256 is {actual}, not {wheel.sha256}")
 
 
 def _inspect(archive: zipfile.ZipFile, name: str) -> _Checked:

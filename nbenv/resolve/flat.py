@@ -12,6 +12,7 @@ import threading
 
 from packaging.utils import NormalizedName
 
+from nbenv.files import sha256_file
 from nbenv.net.auth import strip_userinfo
 from nbenv.net.http import HttpClient, file_url_to_path
 from nbenv.resolve.cache import ResolveCache
@@ -84,9 +85,6 @@ class FlatLinks:
         cached = self.cache.get_summary(key)
         if cached is not None:
             return {"sha256": cached.decode()}
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        self.cache.put_summary(key, digest.hexdigest().encode())
-        return {"sha256": digest.hexdigest()}
+        digest = sha256_file(path)
+        self.cache.put_summary(key, digest.encode())
+        return {"sha256": digest}
