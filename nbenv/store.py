@@ -46,6 +46,7 @@ class EnvRecord:
     created: float
     indexes: tuple[str, ...] = ()  # credentials stripped
     kernel_name: str | None = None
+    kind: str = "pypi"  # "pypi", "conda" or "mixed": what the env was built from
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
