@@ -26,6 +26,7 @@ ACCEPT = (
     "application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
 )
 _JSON = "application/vnd.pypi.simple.v1+json"
+_HTML = frozenset({"text/html", "application/vnd.pypi.simple.v1+html", "application/xhtml+xml"})
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,21 @@ def _parse_html(body: str, page_url: str, index: str) -> list[DistFile]:
     return files
 
 
+def _check_page(url: str, content_type: str, body: bytes) -> None:
+    """Refuse, before it is cached, a page no index would send (a login page, a proxy's
+    error text, a cut-off download); the full parse stays lazy, so only cheap checks."""
+    if content_type == _JSON or content_type.endswith("+json"):
+        text = body.strip()
+        if not (text.startswith(b"{") and text.endswith(b"}")):
+            raise IndexAccessError(url, "the JSON index page is not a whole JSON object")
+    elif content_type not in _HTML:
+        raise IndexAccessError(
+            url,
+            f"the answer is {content_type!r}, neither a PEP 691 JSON nor an HTML index page;"
+            " check the index URL",
+        )
+
+
 def _parse_source(source: PageSource) -> list[DistFile]:
     try:
         if source.content_type == _JSON or source.content_type.endswith("+json"):
@@ -232,6 +248,7 @@ def fetch_project_page(
         if not 200 <= response.status < 300:
             raise IndexAccessError(url, f"HTTP {response.status}")
         content_type = response.content_type or "text/html"
+        _check_page(url, content_type, response.content)
         digest = cache.put_page(url, content_type, response.content, final_url=response.url)
         body, final_url = response.content, response.url
     else:
