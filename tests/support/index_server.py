@@ -17,6 +17,8 @@ import hashlib
 import html
 import json
 import re
+import socket
+import struct
 import sys
 import tarfile
 import threading
@@ -37,6 +39,7 @@ from .wheels import read_wheel_metadata, sha256_file
 __all__ = [
     "HTML",
     "JSON",
+    "Fault",
     "Index",
     "IndexFile",
     "IndexServer",
@@ -237,6 +240,32 @@ class _Response:
     body: bytes = b""
 
 
+@dataclass(frozen=True)
+class Fault:
+    """A misbehaviour for one request (see `IndexServer.inject`).
+
+    reset        status and headers for the whole body, half of it, then the connection dies
+    stall        nothing for `seconds`, then the normal answer (a client timeout fires first)
+    truncate     the first half of the body as a complete response (Content-Length says so)
+    corrupt      the body with bytes flipped, same length (what a bad mirror serves)
+    long-length  Content-Length larger than the body, then the connection is closed
+    short-length Content-Length smaller than the body, the whole body written anyway
+    garbage      200 with `body` (default: text that is neither JSON nor HTML)
+    redirect     302 to `location` + the requested path (another host: credentials must stay)
+    """
+
+    kind: str
+    seconds: float = 0.0
+    body: bytes = b"%PDF-1.4 this is not an index page\n"
+    content_type: str = "text/plain"
+    location: str = ""
+
+
+_FAULT_KINDS = frozenset(
+    {"reset", "stall", "truncate", "corrupt", "long-length", "short-length", "garbage", "redirect"}
+)
+
+
 class _RangeNotSatisfiable(Exception):
     pass
 
@@ -295,6 +324,7 @@ class IndexServer:
         self._defaults = (set(self.formats), auth, latency, no_range, relative_urls)
         self._baseline = self.index.copy()
         self._lock = threading.Lock()
+        self.faults: dict[str, list[Fault]] = {}
         self._log: list[RequestRecord] = []
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -344,6 +374,7 @@ class IndexServer:
         self.relative_urls = relative_urls
         with self._lock:
             self.fail_next = {}
+            self.faults = {}
         self.index = self._baseline.copy()
         self.clear_log()
 
@@ -400,6 +431,23 @@ class IndexServer:
         """Answer the next requests under `path_prefix` with these statuses, in order."""
         with self._lock:
             self.fail_next.setdefault(path_prefix, []).extend(statuses)
+
+    def inject(self, path_prefix: str, fault: Fault, times: int = 1) -> None:
+        """Misbehave (see `Fault`) on the next `times` requests under `path_prefix`."""
+        if fault.kind not in _FAULT_KINDS:
+            raise ValueError(f"unknown fault {fault.kind!r}")
+        with self._lock:
+            self.faults.setdefault(path_prefix, []).extend([fault] * times)
+
+    def _take_fault(self, path: str) -> Fault | None:
+        with self._lock:
+            for prefix, faults in list(self.faults.items()):
+                if path.startswith(prefix) and faults:
+                    fault = faults.pop(0)
+                    if not faults:
+                        del self.faults[prefix]
+                    return fault
+        return None
 
     def _take_failure(self, path: str) -> int | None:
         with self._lock:
@@ -624,6 +672,30 @@ def _redirect(location: str) -> _Response:
     return response
 
 
+def _apply(fault: Fault, response: _Response, path: str) -> _Response:
+    """The faulty version of a normal response (kinds that change what is sent)."""
+    if fault.kind == "truncate":
+        return _Response(
+            response.status, response.headers, response.body[: len(response.body) // 2]
+        )
+    if fault.kind == "corrupt":
+        body = bytes(b ^ 0xFF for b in response.body[:64]) + response.body[64:]
+        return _Response(response.status, response.headers, body)
+    if fault.kind == "garbage":
+        return _Response(HTTPStatus.OK, [("Content-Type", fault.content_type)], fault.body)
+    if fault.kind == "redirect":
+        found = _status(HTTPStatus.FOUND)
+        found.headers.append(("Location", fault.location.rstrip("/") + path))
+        return found
+    return response
+
+
+def _hang_up(connection: socket.socket) -> None:
+    """Close with a TCP reset (SO_LINGER 0), as a dying proxy or server does."""
+    connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    connection.close()
+
+
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True  # a stuck keep-alive connection must not block stop()
 
@@ -644,7 +716,12 @@ def _make_handler(owner: IndexServer) -> type[BaseHTTPRequestHandler]:
 
         def _serve(self, method: str) -> None:
             headers = {key.lower(): value for key, value in self.headers.items()}
+            fault = owner._take_fault(self.path)
+            if fault is not None and fault.kind == "stall":
+                time.sleep(fault.seconds)
             response = owner._respond(method, self.path, headers)
+            if fault is not None and fault.kind not in ("stall", "reset", "long-length"):
+                response = _apply(fault, response, self.path)
             owner._record(
                 RequestRecord(
                     method=method,
@@ -658,10 +735,25 @@ def _make_handler(owner: IndexServer) -> type[BaseHTTPRequestHandler]:
             self.send_response(response.status)
             for key, value in response.headers:
                 self.send_header(key, value)
-            self.send_header("Content-Length", str(len(response.body)))
+            length = len(response.body)
+            if fault is not None and fault.kind == "long-length":
+                length += 1000
+            elif fault is not None and fault.kind == "short-length":
+                length = max(1, length // 2)
+            self.send_header("Content-Length", str(length))
             self.end_headers()
-            if method != "HEAD":
-                self.wfile.write(response.body)
+            if method == "HEAD":
+                return
+            if fault is not None and fault.kind == "reset":
+                self.wfile.write(response.body[: len(response.body) // 2])
+                self.wfile.flush()
+                _hang_up(self.connection)
+                self.close_connection = True
+                return
+            self.wfile.write(response.body)
+            if fault is not None and fault.kind in ("long-length", "short-length"):
+                self.wfile.flush()
+                self.close_connection = True
 
         def do_GET(self) -> None:
             self._serve("GET")

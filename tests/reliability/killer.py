@@ -1,0 +1,67 @@
+"""Run the nbenv CLI and SIGKILL it the moment it reaches a phase (kill -9 from inside).
+
+    python killer.py EVENT SUBSTRING N -- create --index-url URL alpha
+
+A Python audit hook (PEP 578) watches the process's own file operations; at the N-th
+`EVENT` (`open-w`: a file opened for writing; `os.rename`, `os.replace`, `os.link`,
+`os.mkdir`) whose path contains SUBSTRING, it kills the process with SIGKILL before the
+operation happens. The phase is named by the files it writes (a `.part` renamed into the
+download cache, a file extracted under `unpacked/.tmp-`, a hardlink into `envs/.build-`,
+kernel.json, a lock's temp file replacing the lock), so nbenv itself carries no test hook
+and pays nothing for this.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Any
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+
+def _is_write(args: tuple[Any, ...]) -> bool:
+    _path, mode, flags = args
+    if isinstance(mode, str):
+        return any(c in mode for c in "wax+")
+    return isinstance(flags, int) and bool(flags & _WRITE_FLAGS)
+
+
+def install(event: str, substring: str, count: int) -> None:
+    seen = 0
+    fired = False
+
+    def hook(name: str, args: tuple[Any, ...]) -> None:
+        nonlocal seen, fired
+        if fired:
+            return
+        if event == "open-w":
+            if name != "open" or not _is_write(args):
+                return
+            paths = [args[0]]
+        elif name == event:
+            paths = [a for a in args[:2] if isinstance(a, str | bytes | os.PathLike)]
+        else:
+            return
+        if not any(substring in os.fsdecode(p) for p in paths if not isinstance(p, int)):
+            return
+        seen += 1
+        if seen >= count:
+            fired = True
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    sys.addaudithook(hook)
+
+
+def main() -> None:
+    event, substring, count, sep, *argv = sys.argv[1:]
+    assert sep == "--", "usage: killer.py EVENT SUBSTRING N -- NBENV-ARGS"
+    install(event, substring, int(count))
+    from nbenv.cli import main as nbenv_main
+
+    sys.exit(nbenv_main(argv))
+
+
+if __name__ == "__main__":
+    main()
