@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
@@ -15,7 +16,9 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = False) -> None:
     mode, as for any file the user creates. `durable` also flushes to disk first (for
     files people keep, like locks; caches skip it for speed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    if durable:
+        _remove_dead_temps(path)
+    temp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as stream:
@@ -27,6 +30,33 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = False) -> None:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+def _remove_dead_temps(path: Path) -> None:
+    """Temp files of earlier writes of `path` whose process died (kill -9 between write and
+    rename): files people keep sit in their own folders, where such litter would stay."""
+    prefix = f".{path.name}."
+    try:
+        siblings = [n for n in os.listdir(path.parent) if n.startswith(prefix)]
+    except OSError:
+        return
+    for name in siblings:
+        pid_text = name[len(prefix) :].partition("-")[0]
+        if not (name.endswith(".tmp") and pid_text.isdigit()) or _alive(int(pid_text)):
+            continue
+        # another writer may have cleaned it first, or it is not ours to remove
+        with contextlib.suppress(OSError):
+            os.unlink(path.parent / name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
 
 
 def sha256_file(path: Path) -> str:
