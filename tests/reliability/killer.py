@@ -4,7 +4,8 @@
 
 A Python audit hook (PEP 578) watches the process's own file operations; at the N-th
 `EVENT` (`open-w`: a file opened for writing; `os.rename`, `os.replace`, `os.link`,
-`os.mkdir`) whose path contains SUBSTRING, it kills the process with SIGKILL before the
+`os.mkdir`; several joined by `|`) whose path contains SUBSTRING (every part of it, when
+joined by `&`), it kills the process with SIGKILL before the
 operation happens. The phase is named by the files it writes (a `.part` renamed into the
 download cache, a file extracted under `unpacked/.tmp-`, a hardlink into `envs/.build-`,
 kernel.json, a lock's temp file replacing the lock), so nbenv itself carries no test hook
@@ -31,20 +32,23 @@ def _is_write(args: tuple[Any, ...]) -> bool:
 def install(event: str, substring: str, count: int) -> None:
     seen = 0
     fired = False
+    events = set(event.split("|"))
+    parts = substring.split("&")
 
     def hook(name: str, args: tuple[Any, ...]) -> None:
         nonlocal seen, fired
         if fired:
             return
-        if event == "open-w":
-            if name != "open" or not _is_write(args):
+        if name == "open" and "open-w" in events:
+            if not _is_write(args):
                 return
             paths = [args[0]]
-        elif name == event:
+        elif name in events:
             paths = [a for a in args[:2] if isinstance(a, str | bytes | os.PathLike)]
         else:
             return
-        if not any(substring in os.fsdecode(p) for p in paths if not isinstance(p, int)):
+        texts = [os.fsdecode(p) for p in paths if not isinstance(p, int)]
+        if not any(all(part in text for part in parts) for text in texts):
             return
         seen += 1
         if seen >= count:

@@ -71,7 +71,9 @@ def render_table(rows: list[LedgerRow]) -> list[str]:
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
 
     def fmt(line: tuple[str, ...]) -> str:
-        cells = [line[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(line[1:], widths[1:])]
+        cells = [line[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(line[1:], widths[1:], strict=True)
+        ]
         return "  ".join(cells)
 
     rule = "  ".join("-" * w for w in widths)
