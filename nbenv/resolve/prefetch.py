@@ -183,8 +183,8 @@ class Prefetcher:
     def _after_metadata(
         self, future: Future[CoreMetadata], extras: frozenset[str], target: Target
     ) -> None:
-        if future.exception() is not None:
-            return
+        if future.cancelled() or future.exception() is not None:
+            return  # cancelled: the resolve is over (it failed or finished first)
         for dependency in active_dependencies(future.result(), extras, target):
             self.speculate(dependency, target)
 
@@ -209,6 +209,9 @@ def _merge_when_done(
             remaining[0] -= 1
             if remaining[0]:
                 return
+        if any(p.cancelled() for p in parts):
+            out.cancel()  # the pool shut down under it: nobody waits for this page
+            return
         errors = [e for e in (p.exception() for p in parts) if e is not None]
         if errors:  # an index that fails must not silently narrow the choice
             out.set_exception(errors[0])
