@@ -25,7 +25,8 @@ __all__ = [
     "request_from_namespace",
 ]
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")  # also a PEP 751 lock name: no dots
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")  # also a PEP 751 lock name: no dots
+# (at most 64 characters: names become file names, kernel names and lock file names)
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ def add_request_arguments(parser: argparse.ArgumentParser) -> None:
 def request_from_namespace(ns: argparse.Namespace) -> EnvRequest:
     if ns.name is not None and not _NAME.match(ns.name):
         raise UsageError(
-            f"--name {ns.name!r}: use lowercase letters, digits, '_' and '-', "
+            f"--name {ns.name!r}: use at most 64 lowercase letters, digits, '_' and '-', "
             "starting with a letter or digit"
         )
     requirements = tuple(parse_requirement(spec) for spec in ns.specs)
