@@ -322,6 +322,15 @@ def _entries_of(data: Mapping[str, Any], source: str) -> dict[str, LockEntry]:
             lock = lock_from_dict(table["pylock"], f"{source} {where}")
         except LockFileError as exc:
             raise LockFileError(exc.path, f"{exc.reason} {_ACTION}") from None
+        recorded = table.get("env-id")
+        if recorded is not None and recorded != lock.env_id:
+            # the env id is the hash of the packages: a changed hash, URL or version with
+            # the old id means the file was edited, and nbenv will not build what it says
+            raise LockFileError(
+                source,
+                f"{where} was edited: its packages no longer hash to its env-id "
+                f"{recorded}, so nbenv will not build it. {_ACTION}",
+            )
         entries[str(key)] = LockEntry(declared, lock)
     return entries
 
