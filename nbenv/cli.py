@@ -393,6 +393,10 @@ def _show(ns: argparse.Namespace, reporter: Reporter) -> int:
     print(f"  packages ({len(info['packages'])}):")
     for package in info["packages"]:
         print(f"    {package['name']} {package['version']}")
+    if info["startup_files"]:
+        print("  startup files (.pth: code Python runs at every start in this env):")
+        for name in info["startup_files"]:
+            print(f"    {name}")
     return 0
 
 

@@ -382,7 +382,17 @@ def describe_env(store: Store, env_id: str) -> dict[str, Any]:
         "size_unique": unique,
         "created": record.created,
         "last_used": store.last_used(env_id),
+        "startup_files": _startup_files(path),
     }
+
+
+def _startup_files(env: Path) -> list[str]:
+    """`.pth` files in the env's site-packages: Python runs their `import` lines at every
+    start. Packages may ship them (editable installs, coverage), so they are allowed, and
+    shown, since code that runs before the user's is worth knowing about."""
+    found = {p.name for p in env.glob("lib/python*/site-packages/*.pth")}
+    found |= {p.name for p in env.glob("Lib/site-packages/*.pth")}
+    return sorted(found)
 
 
 def describe_envs(store: Store | None = None) -> list[dict[str, Any]]:
