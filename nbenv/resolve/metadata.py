@@ -11,6 +11,7 @@ import hashlib
 import io
 import re
 import zipfile
+import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -58,6 +59,10 @@ class CoreMetadata:
             requires_python=raw.get("requires_python") or None,
             provides_extra=tuple(canonicalize_name(e) for e in raw.get("provides_extra", [])),
         )
+
+
+# what zipfile raises on bytes that are not (all of) a zip archive
+_BROKEN_ZIP = (zipfile.BadZipFile, zlib.error, EOFError)
 
 
 def read_wheel_metadata(archive: zipfile.ZipFile, filename: str) -> bytes:
@@ -180,9 +185,7 @@ class MetadataFetcher:
     def _from_wheel(self, file: DistFile, response: HttpResponse) -> bytes:
         if response.status == 200:  # ranges ignored: we got the whole wheel
             _verify(response.content, file.hashes, file.url)
-            self.stats["whole"] += 1
-            with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
-                return read_wheel_metadata(archive, file.filename)
+            return self._from_bytes(file, response.content)
         if response.status != 206:
             response = self.client.get_ok(file.url)  # 416 for tiny files, odd servers
             return self._from_bytes(file, response.content)
@@ -193,16 +196,26 @@ class MetadataFetcher:
         if int(match.group(1)) == 0 and int(match.group(2)) == size - 1:
             return self._from_bytes(file, response.content)
         reader = _RangeReader(self.client, file.url, size, response.content)
-        with zipfile.ZipFile(io.BufferedReader(reader, buffer_size=8192)) as archive:
-            data = read_wheel_metadata(archive, file.filename)
+        try:
+            with zipfile.ZipFile(io.BufferedReader(reader, buffer_size=8192)) as archive:
+                data = read_wheel_metadata(archive, file.filename)
+        except _BROKEN_ZIP:
+            # Parts of a file cannot be checked against its hash; the whole file can, and
+            # then the error says whether the index served other bytes or a broken wheel.
+            return self._from_bytes(file, self.client.get_ok(file.url).content)
         self.stats["range"] += 1
         return data
 
     def _from_bytes(self, file: DistFile, content: bytes) -> bytes:
         _verify(content, file.hashes, file.url)
         self.stats["whole"] += 1
-        with zipfile.ZipFile(io.BytesIO(content)) as archive:
-            return read_wheel_metadata(archive, file.filename)
+        try:
+            with zipfile.ZipFile(io.BytesIO(content)) as archive:
+                return read_wheel_metadata(archive, file.filename)
+        except _BROKEN_ZIP as exc:
+            raise NbenvError(
+                f"{file.filename} ({file.url}) is not a readable wheel: {exc}"
+            ) from None
 
     def _from_sdist(self, file: DistFile) -> bytes:
         if self.build_sdist is None:
