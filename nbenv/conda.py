@@ -23,13 +23,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nbenv.errors import CondaInstallError, NbenvError, UsageError
+from nbenv.files import atomic_write
 from nbenv.paths import cache_dir as default_cache_dir
 from nbenv.report import NullReporter, Reporter
 from nbenv.resolve.conda import CondaPackage, CondaSolution
 from nbenv.resolve.conda_dists import dists_in_paths
 from nbenv.resolve.conda_runtime import (
+    clean_url,
     conda_client,
     error_summary,
+    redact_channels,
     run_async,
     with_credentials,
 )
@@ -89,6 +92,18 @@ def install_prefix(
         raise
     except Exception as exc:  # rattler has one exception class per failure kind
         raise CondaInstallError(str(final_prefix or prefix), _reason(exc)) from None
+    if any(c != clean_url(c) for c in given):
+        _scrub_credentials(prefix)
+
+
+def _scrub_credentials(prefix: Path) -> None:
+    """rattler writes each record's URL, as it fetched it (token or userinfo included),
+    into conda-meta/*.json: the env must not keep the user's channel credentials."""
+    for meta in (prefix / "conda-meta").glob("*.json"):
+        text = meta.read_text(encoding="utf-8")
+        clean = redact_channels(text)
+        if clean != text:
+            atomic_write(meta, clean.encode("utf-8"))
 
 
 def _reason(exc: Exception) -> str:
