@@ -15,13 +15,17 @@ from ledger import FaultLog, LedgerRow, render_table
 
 _LEDGER: list[LedgerRow] = []
 _OUTCOME = pytest.StashKey[bool]()
+_KNOWN = pytest.StashKey[str]()
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
     if report.when == "call":
-        item.stash[_OUTCOME] = report.passed
+        # an xfail's call "passes" as skipped; a strict xfail that passes is a failure
+        item.stash[_OUTCOME] = report.passed and not hasattr(report, "wasxfail")
+        if hasattr(report, "wasxfail"):
+            item.stash[_KNOWN] = report.wasxfail.removeprefix("reason: ")
     return report
 
 
@@ -32,6 +36,7 @@ def faults(request: pytest.FixtureRequest) -> Iterator[FaultLog]:
     passed = request.node.stash.get(_OUTCOME, False)
     for row in log.rows:
         row.survived = passed
+        row.known = request.node.stash.get(_KNOWN, None)
     _LEDGER.extend(log.rows)
 
 
