@@ -3,11 +3,13 @@ remove, gc. The API behind the CLI and the magics; it never prints (Reporter).""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
@@ -18,7 +20,7 @@ from packaging.pylock import PackageSdist, PackageWheel
 from packaging.requirements import Requirement
 from packaging.tags import Tag
 
-from nbenv.errors import NbenvError, UsageError
+from nbenv.errors import DiskFullError, NbenvError, UsageError
 from nbenv.fetch import Artifact, Fetcher
 from nbenv.files import sha256_file
 from nbenv.interpreters import Interpreter, find_interpreter
@@ -157,7 +159,7 @@ def create_env(
             lock = build_lock(resolutions, request)
         steps.append(("resolve", time.perf_counter() - start))
         created = False
-        with store.building(lock.env_id) as build:
+        with _disk_full_is_an_error(), store.building(lock.env_id) as build:
             if build is not None:
                 _build(build, store.path(lock.env_id), lock, interpreter, client, reporter,
                        link_mode, steps)  # fmt: skip
@@ -183,6 +185,18 @@ def create_env(
         store.remember(key, lock.env_id)
     result = _existing(store, lock.env_id, request, start, register_kernel, kernel_prefix)
     return replace(result, created=created, steps=tuple(steps))
+
+
+@contextlib.contextmanager
+def _disk_full_is_an_error() -> Iterator[None]:
+    # a full disk can strike in any writer (download, unpack, link, record); the build dir
+    # is removed by `store.building` on the way out, so the message can promise that
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(str(exc.filename or "the environment store")) from None
+        raise
 
 
 def _existing(

@@ -18,6 +18,7 @@ __all__ = [
     "CondaSolveError",
     "CondaSpecError",
     "ConflictError",
+    "DiskFullError",
     "DownloadError",
     "HashMismatchError",
     "IndexAccessError",
@@ -274,6 +275,18 @@ class OfflineFetchError(OfflineMissingError):
 
 class InstallError(NbenvError):
     """Putting files into an environment failed; the half-built env must be discarded."""
+
+
+class DiskFullError(InstallError):
+    """The disk (or quota) ran out while building; the partial env is already gone."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(
+            f"No space left on device while writing {path}. The partial environment was "
+            "removed and the cache kept; free some space (`nbenv gc` removes leftovers), or "
+            "set NBENV_HOME / NBENV_CACHE_DIR to a disk with room, then run it again."
+        )
 
 
 class InvalidWheelError(InstallError):
