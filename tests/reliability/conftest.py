@@ -1,4 +1,4 @@
-"""The reliability suite: faults injected into real nbenv runs (see README.md here).
+"""The reliability suite: faults injected into real nbenv runs (the README's "Guarantees").
 
 Each test takes the `faults` fixture and names every fault it injects; the test's outcome
 says whether nbenv survived it, and the checks after it count data lost and secrets leaked.

@@ -127,19 +127,21 @@ def test_a_long_but_valid_name_works(
 def test_a_huge_requirement_list(
     index: IndexServer, faults: FaultLog, isolated_env: IsolatedEnv
 ) -> None:
-    faults.inject("bad input", "3000 requirements on one command line")
-    specs = [f"gamma!=0.{i}" for i in range(1500)] + [f"alpha>=0.{i}" for i in range(1500)]
+    faults.inject("bad input", "2000 requirements on one command line")
+    specs = [f"gamma!=0.{i}" for i in range(1000)] + [f"alpha>=0.{i}" for i in range(1000)]
     started = time.perf_counter()
     out = nbenv("lock", "--index-url", index.url, *specs)
     assert out.returncode == 0, out.stderr
     assert 'name = "alpha"' in out.stdout and 'name = "gamma"' in out.stdout
-    assert time.perf_counter() - started < 60
-    faults.inject("bad input", "300 projects that do not exist")
-    missing = [f"nosuchproject{i}" for i in range(300)]
+    assert time.perf_counter() - started < 30
+    faults.inject("bad input", "100 projects that do not exist")
+    missing = [f"nosuchproject{i}" for i in range(100)]
+    started = time.perf_counter()
     out = nbenv("lock", "--index-url", index.url, "alpha", *missing)
     assert out.returncode == 1
-    assert "nosuchproject" in out.stderr and "Traceback" not in out.stderr
-    assert len(out.stderr.splitlines()) < 20  # the first missing project, not 300 of them
+    assert "nosuchproject" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert len(out.stderr.splitlines()) < 20  # the first missing project, not 100 of them
+    assert time.perf_counter() - started < 30
 
 
 def _locked_notebook(env_index: IndexServer, tmp_path: Path) -> tuple[Path, Path]:
