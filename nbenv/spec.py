@@ -96,8 +96,8 @@ def add_request_arguments(parser: argparse.ArgumentParser) -> None:
 def request_from_namespace(ns: argparse.Namespace) -> EnvRequest:
     if ns.name is not None and not _NAME.match(ns.name):
         raise UsageError(
-            f"--name {ns.name!r}: use at most 64 lowercase letters, digits, '_' and '-', "
-            "starting with a letter or digit"
+            f"--name {ns.name!r}: use lowercase letters, digits, '_' and '-', "
+            "starting with a letter or digit (at most 64)"
         )
     requirements = tuple(parse_requirement(spec) for spec in ns.specs)
     return EnvRequest(
