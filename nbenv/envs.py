@@ -138,7 +138,10 @@ def create_env(
     if given is None and policy is CachePolicy.DEFAULT:
         known = store.remembered(key)
         if known is not None:  # the same request on this machine: no resolution, no network
-            return _existing(store, known, request, start, register_kernel, kernel_prefix)
+            with store.holding(known):
+                if store.exists(known):  # gc may have taken it just now: then build again
+                    return _existing(store, known, request, start, register_kernel,
+                                     kernel_prefix)  # fmt: skip
 
     client = HttpClient(credentials=Credentials([*indexes, *settings.find_links]))
     try:
@@ -159,31 +162,35 @@ def create_env(
             lock = build_lock(resolutions, request)
         steps.append(("resolve", time.perf_counter() - start))
         created = False
-        with _disk_full_is_an_error(), store.building(lock.env_id) as build:
-            if build is not None:
-                _build(build, store.path(lock.env_id), lock, interpreter, client, reporter,
-                       link_mode, steps)  # fmt: skip
-                record = EnvRecord(
-                    env_id=lock.env_id,
-                    name=request.name,
-                    requirements=request.requirement_strings(),
-                    python=".".join(map(str, interpreter.version)),
-                    base_interpreter=str(interpreter.path),
-                    created=time.time(),
-                    indexes=tuple(strip_userinfo(i) for i in indexes),
-                )
-                store.commit(build, record)
-                created = True
+        # held until the kernel is registered: gc cannot take the env from under us
+        with store.holding(lock.env_id):
+            with _disk_full_is_an_error(), store.building(lock.env_id) as build:
+                if build is not None:
+                    _build(build, store.path(lock.env_id), lock, interpreter, client, reporter,
+                           link_mode, steps)  # fmt: skip
+                    record = EnvRecord(
+                        env_id=lock.env_id,
+                        name=request.name,
+                        requirements=request.requirement_strings(),
+                        python=".".join(map(str, interpreter.version)),
+                        base_interpreter=str(interpreter.path),
+                        created=time.time(),
+                        indexes=tuple(strip_userinfo(i) for i in indexes),
+                    )
+                    store.commit(build, record)
+                    created = True
+            client.close()
+            path = store.path(lock.env_id)
+            if created and compile_bytecode:
+                from nbenv.venv import compile_bytecode as compile_in_background
+
+                compile_in_background(path)
+            if given is None:
+                store.remember(key, lock.env_id)
+            result = _existing(store, lock.env_id, request, start, register_kernel,
+                               kernel_prefix)  # fmt: skip
     finally:
         client.close()
-    path = store.path(lock.env_id)
-    if created and compile_bytecode:
-        from nbenv.venv import compile_bytecode as compile_in_background
-
-        compile_in_background(path)
-    if given is None:
-        store.remember(key, lock.env_id)
-    result = _existing(store, lock.env_id, request, start, register_kernel, kernel_prefix)
     return replace(result, created=created, steps=tuple(steps))
 
 
@@ -359,6 +366,7 @@ def gc(store: Store, *, older_than_days: float | None = None, dry_run: bool = Fa
     leftovers = tuple(str(p) for p in store.leftovers())
     named = set(store.aliases().values())
     envs, kept = [], []
+    cutoff = 0.0
     if older_than_days is not None:
         cutoff = time.time() - older_than_days * 86400
         for env_id in store.env_ids():
@@ -373,8 +381,16 @@ def gc(store: Store, *, older_than_days: float | None = None, dry_run: bool = Fa
             remove_kernelspec(spec)
         for path in store.leftovers():
             shutil.rmtree(path, ignore_errors=True)
+        removed = []
         for env_id in envs:
-            remove_env(store, env_id)
+            # a create holds the env's lock until its kernel is registered (and touches it)
+            with store.try_holding(env_id) as held:
+                if held and store.last_used(env_id) <= cutoff and not in_use(store.path(env_id)):
+                    remove_env(store, env_id)
+                    removed.append(env_id)
+                else:
+                    kept.append(env_id)
+        envs = removed
     return GcReport(tuple(envs), kernels, leftovers, tuple(kept), dry_run)
 
 

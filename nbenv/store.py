@@ -17,6 +17,7 @@ import json
 import os
 import secrets
 import shutil
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -66,6 +67,10 @@ class Store:
         self.envs = self.home / "envs"
         self.names = self.home / "names"
         self.requests = self.home / "requests"
+        # one lock object per env: holds nested in one thread (finishing a create around
+        # its build) reenter instead of waiting on themselves
+        self._locks: dict[str, filelock.BaseFileLock] = {}
+        self._locks_guard = threading.Lock()
 
     # -- lookups ---------------------------------------------------------------------------
     def path(self, env_id: str) -> Path:
@@ -135,12 +140,41 @@ class Store:
         _write_json(self.requests / f"{request_key}.json", {"env_id": env_id})
 
     # -- building ---------------------------------------------------------------------------
+    def _env_lock(self, env_id: str) -> filelock.BaseFileLock:
+        with self._locks_guard:
+            lock = self._locks.get(env_id)
+            if lock is None:
+                self.envs.mkdir(parents=True, exist_ok=True)
+                lock = filelock.FileLock(str(self.envs / f".{env_id}.lock"))
+                self._locks[env_id] = lock
+            return lock
+
+    @contextmanager
+    def holding(self, env_id: str) -> Iterator[None]:
+        """Hold the env's lock (waiting for it): while held, `gc` leaves the env alone. A
+        create holds it from its build (or reuse) until the env's kernel is registered."""
+        with self._env_lock(env_id):
+            yield
+
+    @contextmanager
+    def try_holding(self, env_id: str) -> Iterator[bool]:
+        """Hold the env's lock if nobody does (True), else yield False at once."""
+        lock = self._env_lock(env_id)
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock.release()
+
     @contextmanager
     def building(self, env_id: str) -> Iterator[Path | None]:
         """Hold the env's build lock. Yields a fresh build dir, or None if the env exists
         (another process may just have built it while we waited for the lock)."""
-        self.envs.mkdir(parents=True, exist_ok=True)
-        with filelock.FileLock(str(self.envs / f".{env_id}.lock")):
+        with self._env_lock(env_id):
             if self.exists(env_id):
                 yield None
                 return
