@@ -29,6 +29,16 @@ def _is_write(args: tuple[Any, ...]) -> bool:
     return isinstance(flags, int) and bool(flags & _WRITE_FLAGS)
 
 
+def _pause(folder: str) -> None:
+    import time
+
+    with open(os.path.join(folder, "paused"), "w"):
+        pass
+    deadline = time.monotonic() + 120
+    while not os.path.exists(os.path.join(folder, "resume")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def install(event: str, substring: str, count: int) -> None:
     seen = 0
     fired = False
@@ -53,7 +63,10 @@ def install(event: str, substring: str, count: int) -> None:
         seen += 1
         if seen >= count:
             fired = True
-            os.kill(os.getpid(), signal.SIGKILL)
+            pause = os.environ.get("NBENV_TEST_PAUSE_DIR")
+            if pause is None:
+                os.kill(os.getpid(), signal.SIGKILL)
+            _pause(pause)
 
     sys.addaudithook(hook)
 

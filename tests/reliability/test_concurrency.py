@@ -153,3 +153,34 @@ def test_two_notebook_kernels_share_an_env_while_gc_runs(
     assert Store().env_ids() == []
     assert not list((isolated_env.jupyter_data / "kernels").glob("nbenv-*"))
     assert faults.lost(_problems(isolated_env)) == []
+
+
+def test_gc_at_the_moment_a_create_registers_its_kernel(
+    env_index: IndexServer, fast_cache: Path, faults: FaultLog, isolated_env: IsolatedEnv
+) -> None:
+    """The create is paused right before its kernelspec is written (its env already in the
+    store, never used): `gc --older-than 0` then must keep the env, and the create finishes
+    with a kernel whose python exists."""
+    faults.inject("concurrency", "gc --older-than 0 while a create registers its kernel")
+    pause = isolated_env.root / "pause"
+    pause.mkdir()
+    killer = str(Path(__file__).with_name("killer.py"))
+    creator = subprocess.Popen(
+        [sys.executable, killer, "open-w", "/jupyter/data/kernels/nbenv-", "1", "--",
+         "create", "--json", "--no-compile", "--index-url", env_index.url, "alpha"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "NBENV_TEST_PAUSE_DIR": str(pause)},
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while not (pause / "paused").exists():
+        assert creator.poll() is None and time.time() < deadline, creator.communicate()
+        time.sleep(0.05)
+    gc = nbenv("gc", "--older-than", "0")
+    (pause / "resume").touch()
+    out, err = creator.communicate(timeout=120)
+    assert creator.returncode == 0, err
+    assert gc.returncode == 0, gc.stderr
+    env_id = json.loads(out)["env_id"]
+    assert f"Kept environment {env_id}" in gc.stdout, gc.stdout
+    assert Store().env_ids() == [env_id]
+    assert faults.lost(_problems(isolated_env)) == []
