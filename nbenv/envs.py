@@ -26,6 +26,7 @@ from nbenv.files import sha256_file
 from nbenv.interpreters import Interpreter, find_interpreter
 from nbenv.kernels import (
     KernelSpecInfo,
+    broken_kernel_dirs,
     install_kernelspec,
     installed_spec,
     kernel_name,
@@ -376,9 +377,22 @@ def gc(store: Store, *, older_than_days: float | None = None, dry_run: bool = Fa
                 kept.append(env_id)
             else:
                 envs.append(env_id)
+    broken = broken_kernel_dirs()
+    kernels += tuple(path.name for path in broken)
     if not dry_run:
         for spec in orphaned_kernelspecs():
             remove_kernelspec(spec)
+        for path in broken:
+            # a registration under way holds this lock (ensure_kernel): leave it be
+            lock = filelock.FileLock(str(store.home / f".kernel-{path.name}.lock"))
+            try:
+                lock.acquire(timeout=0)
+            except filelock.Timeout:
+                continue
+            try:
+                shutil.rmtree(path, ignore_errors=True)
+            finally:
+                lock.release()
         for path in store.leftovers():
             shutil.rmtree(path, ignore_errors=True)
         removed = []

@@ -175,6 +175,21 @@ def orphaned_kernelspecs(*, prefixes: Iterable[str] = ()) -> list[KernelSpecInfo
     return [info for info in nbenv_kernelspecs(prefixes=prefixes) if not info.env_exists]
 
 
+def broken_kernel_dirs(*, prefixes: Iterable[str] = ()) -> list[Path]:
+    """Dirs named like nbenv's kernels that hold nothing but files nbenv writes there and
+    no readable kernel.json: what a killed registration or removal leaves. Jupyter ignores
+    them; `gc` removes them."""
+    found = []
+    for kernels_dir in _kernel_dirs(prefixes):
+        for entry in sorted(kernels_dir.glob(f"{KERNEL_PREFIX}*")):
+            if entry.is_symlink() or not entry.is_dir() or _read_spec(entry) is not None:
+                continue
+            names = {child.name for child in entry.iterdir()}
+            if all(n == "kernel.json" or n.startswith("logo-") for n in names):
+                found.append(entry)
+    return found
+
+
 def remove_kernelspec(spec: str | KernelSpecInfo, *, prefixes: Iterable[str] = ()) -> list[Path]:
     """Remove one spec (a KernelSpecInfo), or every nbenv spec of that kernel name; returns
     the directories removed (empty when there was none). Specs nbenv did not create are
