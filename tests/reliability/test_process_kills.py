@@ -189,3 +189,45 @@ def test_kill_while_writing_a_notebook_lock_or_the_notebook(
     assert 'version = "2.0"' in lock.read_text()
     problems += lock_problems(lock, notebook_lock=True)
     assert faults.lost(problems) == []
+
+
+REMOVE_PHASES = [
+    ("remove: env renamed to the trash, not yet deleted", ("remove", "ENV"), "os.rename",
+     "/envs/.trash-", 1),
+    ("remove: kernelspec being deleted", ("remove", "ENV"), "os.rmdir|os.remove",
+     "/jupyter/data/kernels/nbenv-", 1),
+    ("gc: unused env being removed", ("gc", "--older-than", "0"), "os.rename", "/envs/.trash-", 1),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("phase", "argv", "event", "substring", "count"),
+    REMOVE_PHASES,
+    ids=["remove-trash", "remove-kernel", "gc"],
+)
+def test_kill_while_removing_then_run_again(
+    phase: str,
+    argv: tuple[str, ...],
+    event: str,
+    substring: str,
+    count: int,
+    env_index: IndexServer,
+    fast_cache: Path,
+    faults: FaultLog,
+    isolated_env: IsolatedEnv,
+) -> None:
+    """A killed remove or gc leaves no half env that looks whole; running it again (or
+    gc) finishes the job."""
+    faults.inject("process", f"kill -9 at {phase}")
+    made = nbenv("create", "--json", "--no-compile", "--index-url", env_index.url, "alpha")
+    assert made.returncode == 0, made.stderr
+    env_id = json.loads(made.stdout)["env_id"]
+    killed(event, substring, count, *[env_id if a == "ENV" else a for a in argv])
+    assert faults.lost(_all_problems(isolated_env, after_recovery=False)) == []
+    again = nbenv(*[env_id if a == "ENV" else a for a in argv])
+    assert again.returncode in (0, 2), again.stderr  # 2: `remove` finds the env gone
+    assert nbenv("gc").returncode == 0
+    envs = isolated_env.nbenv_home / "envs"
+    assert not list(envs.glob("[!.]*")) and not list(envs.glob(".trash-*"))
+    assert not list((isolated_env.jupyter_data / "kernels").glob("nbenv-*"))
+    assert faults.lost(_all_problems(isolated_env, after_recovery=True)) == []
