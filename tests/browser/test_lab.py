@@ -76,6 +76,14 @@ def lab(isolated_env: IsolatedEnv, fast_cache: Path) -> Iterator[Lab]:
     port, token = _free_port(), secrets.token_hex(16)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     log = ARTIFACTS / "jupyter-lab.log"
+    # No "fetch Jupyter news?" toast over the screenshots: answered "no" in the temp settings.
+    settings = isolated_env.root / "lab-settings"
+    notification = (
+        settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    )
+    notification.parent.mkdir(parents=True)
+    notification.write_text(json.dumps({"fetchNews": "false"}))
+    env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(settings)}
     argv = [
         sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
         "--ip=127.0.0.1", f"--port={port}", f"--IdentityProvider.token={token}",
@@ -84,7 +92,7 @@ def lab(isolated_env: IsolatedEnv, fast_cache: Path) -> Iterator[Lab]:
         "--expose-app-in-browser",
     ]  # fmt: skip
     with log.open("wb") as out:
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=root)
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=root, env=env)
     url = f"http://127.0.0.1:{port}"
     server = Lab(url, token, root, log, process)
     try:
@@ -300,23 +308,39 @@ def test_lab_round_trip(
     assert str(Store().path(env_id) / "bin" / "python") in cell_output(p, 3).inner_text()
     shot(p, "06-status-and-env-kernel")
 
-    # 7. export from the sidebar: the lock's packages as requirements
+    # 7. "New notebook" on the env: a new notebook whose kernel is the env's
+    row.locator(".nbenv-Env-new").click()
+    p.wait_for_function(
+        "(want) => { const w = window.jupyterapp.shell.currentWidget;"
+        " return !!w && w.context && w.context.path !== 'demo.ipynb'"
+        " && !!w.sessionContext.session && !!w.sessionContext.session.kernel"
+        " && w.sessionContext.session.kernel.name === want; }",
+        arg=spec.name,
+    )
+    wait_idle(p)
+    p.wait_for_function(
+        "(want) => document.querySelector('.nbenv-Status').textContent === want",
+        arg=f"nbenv: {label}",
+    )
+    shot(p, "07-new-notebook-on-env")
+
+    # 8. export from the sidebar: the lock's packages as requirements
     row.locator(".nbenv-Env-export").click()
     export = p.locator(".jp-Dialog .nbenv-Export-text")
     export.get_by_text("alpha==2.0", exact=False).wait_for()
     assert "--hash=sha256:" in export.inner_text()
-    shot(p, "07-export")
+    shot(p, "08-export")
     p.locator(".jp-Dialog .jp-mod-reject").click()
 
-    # 8. remove the scratch env, confirming; it leaves the sidebar and the store
+    # 9. remove the scratch env, confirming; it leaves the sidebar and the store
     scratch_row = sidebar.locator(f".nbenv-Env[data-env-id='{scratch['env_id']}']")
     scratch_row.locator(".nbenv-Env-summary").click()
     scratch_row.locator(".nbenv-Env-remove").click()
     p.locator(".jp-Dialog").get_by_text("Remove scratch").wait_for()
-    shot(p, "08-remove-confirm")
+    shot(p, "09-remove-confirm")
     p.locator(".jp-Dialog .jp-mod-accept").click()
     scratch_row.wait_for(state="detached")
     assert not Store().exists(scratch["env_id"])
     assert Store().exists(env_id)
     assert not any(s.env_id == scratch["env_id"] for s in nbenv_kernelspecs())
-    shot(p, "09-removed")
+    shot(p, "10-removed")
