@@ -66,6 +66,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
     panel.title.icon = envIcon;
     app.shell.add(panel, 'left', { rank: 650 });
     void panel.refresh();
+    // Envs made elsewhere (a terminal's `nbenv create`) show up with Lab's kernelspec poll.
+    kernelspecs.specsChanged.connect(() => void panel.refresh());
 
     const watched = new WeakSet<Kernel.IKernelConnection>();
     const watch = (kernel: Kernel.IKernelConnection | null | undefined) => {
