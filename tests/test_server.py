@@ -44,11 +44,11 @@ def fetch(
     jp_asyncio_loop: asyncio.AbstractEventLoop,
 ) -> Fetch:
     """`fetch("envs", ref, method=..., body=..., params=...)` -> (status, JSON body);
-    errors are returned, not raised. Parts go through jp_fetch; `raw=True` sends each part
-    percent-encoded on its own (a "/" inside a part arrives as %2F), as a hostile client
-    could."""
+    errors are returned, not raised; `full=True` returns the whole response. Parts go
+    through jp_fetch; `raw=True` sends each part percent-encoded on its own (a "/" inside a
+    part arrives as %2F), as a hostile client could."""
 
-    def call(*parts: str, raw: bool = False, **kwargs: Any) -> tuple[int, Any]:
+    def call(*parts: str, raw: bool = False, full: bool = False, **kwargs: Any) -> Any:
         if raw:
             headers = {**jp_auth_header, **kwargs.pop("headers", {})}
             url = jp_base_url + "nbenv/api/" + "/".join(quote(p, safe="") for p in parts)
@@ -60,6 +60,8 @@ def fetch(
         except HTTPClientError as exc:
             assert exc.response is not None
             response = exc.response
+        if full:
+            return response
         body = response.body.decode()
         if "json" not in response.headers.get("Content-Type", ""):
             return response.code, body  # tornado's own pages (no route matched)
@@ -338,3 +340,46 @@ def test_the_package_enables_its_server_and_lab_extensions() -> None:
 
 def _plain(text: str) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", text)  # the listings are coloured
+
+
+def test_writes_with_the_login_cookie_need_the_xsrf_token(
+    index: IndexServer,
+    fast_cache: Path,
+    fetch: Fetch,
+    http_server_client: Any,
+    jp_base_url: str,
+    jp_asyncio_loop: asyncio.AbstractEventLoop,
+) -> None:
+    """A browser's session cookie alone cannot remove envs (cross-site request forgery):
+    jupyter_server's XSRF check stays on for these handlers."""
+    from http.cookies import SimpleCookie
+
+    made = build(index, "--name", "demo", "alpha", kernel=False)
+    response = fetch("envs", full=True)
+    cookies: SimpleCookie = SimpleCookie()
+    for header in response.headers.get_list("Set-Cookie"):
+        cookies.load(header)
+    login = {k: m.value for k, m in cookies.items() if k.startswith("username-")}
+    assert login, response.headers
+    # the login page sets the _xsrf cookie, as it does for a browser
+    page = jp_asyncio_loop.run_until_complete(
+        http_server_client.fetch(jp_base_url + "login", raise_error=False)
+    )
+    for header in page.headers.get_list("Set-Cookie"):
+        cookies.load(header)
+    xsrf = cookies["_xsrf"].value if "_xsrf" in cookies else None
+    jar = "; ".join(f"{k}={v}" for k, v in login.items())
+    cookie_only = {"Authorization": "", "Cookie": jar}
+    code, _ = fetch("envs", "demo", headers=cookie_only)
+    assert code == 200  # reading with the session cookie is fine
+    code, body = fetch("envs", "demo", method="DELETE", headers=cookie_only)
+    assert code == 403, body
+    code, body = fetch("gc", method="POST", body=json.dumps({"older_than_days": 0}),
+                       headers=cookie_only)  # fmt: skip
+    assert code == 403, body
+    assert Store().exists(made.record.env_id)
+    assert xsrf is not None, page.headers
+    with_xsrf = {"Authorization": "", "Cookie": f"{jar}; _xsrf={xsrf}", "X-XSRFToken": xsrf}
+    code, body = fetch("envs", "demo", method="DELETE", headers=with_xsrf)
+    assert code == 200, body
+    assert not Store().exists(made.record.env_id)

@@ -36,6 +36,19 @@ export interface IExport {
   text: string;
 }
 
+export interface INotebookLock {
+  path: string;
+  lock_file: string;
+  exists: boolean;
+  envs: {
+    key: string;
+    declared: string;
+    env_id: string;
+    built: boolean;
+    packages: IPackage[];
+  }[];
+}
+
 export const EXPORT_FORMATS = [
   'requirements',
   'pylock',
@@ -105,6 +118,10 @@ export class NbenvAPI {
   export(envId: string, format: string): Promise<IExport> {
     const query = URLExt.objectToQueryString({ format });
     return this.request(`envs/${encodeURIComponent(envId)}/export${query}`);
+  }
+
+  notebook(path: string): Promise<INotebookLock> {
+    return this.request(`notebook${URLExt.objectToQueryString({ path })}`);
   }
 
   gc(

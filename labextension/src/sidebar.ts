@@ -39,6 +39,7 @@ export class EnvironmentsPanel extends Widget {
   private readonly options: ISidebarOptions;
   private readonly list: HTMLElement;
   private readonly status: HTMLElement;
+  private readonly notebookBox: HTMLElement;
   private readonly expanded = new Set<string>();
   private envs: IEnvSummary[] = [];
   private generation = 0;
@@ -60,8 +61,61 @@ export class EnvironmentsPanel extends Widget {
     gc.onclick = () => void this.collect();
     header.append(refresh, gc);
     this.status = el('div', 'nbenv-Sidebar-status');
+    this.notebookBox = el('div', 'nbenv-Notebook');
     this.list = el('ul', 'nbenv-EnvList');
-    this.node.append(header, this.status, this.list);
+    this.node.append(header, this.status, this.notebookBox, this.list);
+    options.tracker.currentChanged.connect(() => void this.showNotebook());
+  }
+
+  /** The envs the active notebook's lock pins (its %%pypi / %pypi declarations). */
+  private async showNotebook(): Promise<void> {
+    const panel = this.options.tracker.currentWidget;
+    if (!panel) {
+      this.notebookBox.replaceChildren();
+      return;
+    }
+    const path = this.options.app.serviceManager.contents.localPath(panel.context.path);
+    let lock;
+    try {
+      lock = await this.options.api.notebook(path);
+    } catch {
+      this.notebookBox.replaceChildren(); // not saved yet, or outside the root
+      return;
+    }
+    if (this.options.tracker.currentWidget !== panel) {
+      return;
+    }
+    const title = el('div', 'nbenv-Notebook-title', `This notebook: ${panel.context.path.split('/').pop()}`);
+    const entries = el('ul', 'nbenv-Notebook-envs');
+    for (const entry of lock.envs) {
+      const known = this.envs.find(env => env.env_id === entry.env_id);
+      const li = el('li', 'nbenv-Notebook-env');
+      li.dataset.envId = entry.env_id;
+      li.title = `${entry.env_id}: ${entry.packages.length} packages, locked in ${lock.lock_file}`;
+      li.append(
+        el('span', 'nbenv-Notebook-declared', entry.declared),
+        el(
+          'span',
+          'nbenv-Notebook-target',
+          known ? envLabel(known) : `${entry.env_id.slice(0, 12)} (not built)`
+        )
+      );
+      if (known) {
+        li.onclick = () => {
+          this.expanded.add(entry.env_id);
+          void this.render().then(() =>
+            this.list
+              .querySelector(`[data-env-id="${entry.env_id}"]`)
+              ?.scrollIntoView({ block: 'nearest' })
+          );
+        };
+      }
+      entries.appendChild(li);
+    }
+    if (!lock.envs.length) {
+      entries.appendChild(el('li', 'nbenv-Notebook-none', 'declares no environment'));
+    }
+    this.notebookBox.replaceChildren(title, entries);
   }
 
   /** Read the env list from the server and show it. */
@@ -76,7 +130,7 @@ export class EnvironmentsPanel extends Widget {
       this.status.textContent = envs.length
         ? ''
         : 'No environments yet: run a %%pypi or %%conda cell, or `nbenv create`.';
-      await this.render();
+      await Promise.all([this.render(), this.showNotebook()]);
     } catch (error) {
       this.status.textContent = `nbenv: ${(error as Error).message}`;
     }

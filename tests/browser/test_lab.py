@@ -266,7 +266,13 @@ def test_lab_round_trip(
     assert "Python 3." in facts and "packages" in facts
     assert row.locator(".nbenv-Env-kind").inner_text() == "pypi"
     assert sidebar.locator(f".nbenv-Env[data-env-id='{scratch['env_id']}']").count() == 1
-    row.locator(".nbenv-Env-summary").click()
+    # the notebook's own envs (its lock) on top: the %%pypi declaration and its env
+    mine = sidebar.locator(f".nbenv-Notebook-env[data-env-id='{env_id}']")
+    mine.wait_for()
+    assert "alpha" in mine.locator(".nbenv-Notebook-declared").inner_text()
+    assert mine.locator(".nbenv-Notebook-target").inner_text() == env_id[:12]
+    assert "demo.ipynb" in sidebar.locator(".nbenv-Notebook-title").inner_text()
+    mine.click()  # expands the env below
     row.locator(".nbenv-Package-name", has_text="alpha").wait_for()
     row.locator(".nbenv-Package-name", has_text="ipywidgets").wait_for()
     shot(p, "03-sidebar-expanded")
