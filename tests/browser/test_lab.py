@@ -217,8 +217,11 @@ def test_lab_round_trip(
             "%load_ext nbenv",
             f"%%pypi --index-url {env_index.url} alpha\n"
             "import alpha, sys\nprint('alpha', alpha.__version__, 'in', sys.prefix)",
+            f"%%pypi --index-url {env_index.url} alpha\n"
+            "import ipywidgets\nipywidgets.IntSlider(value=3, description='in-child')",
             "%nbenv inspect",
             "import alpha, sys\nprint('kernel python:', sys.executable)",
+            "import ipywidgets\nipywidgets.IntSlider(value=7, description='in-env')",
         ],
     )
     p = browser_page
@@ -277,9 +280,16 @@ def test_lab_round_trip(
     row.locator(".nbenv-Package-name", has_text="ipywidgets").wait_for()
     shot(p, "03-sidebar-expanded")
 
-    # 4. the inspector renders in the notebook
+    # a widget made in a %%pypi cell's child kernel renders too (its comms are relayed)
     run_cell(p, 2)
-    inspector = cell_output(p, 2)
+    child_slider = cell_output(p, 2).locator(".widget-slider")
+    child_slider.wait_for(timeout=60_000)
+    assert "in-child" in child_slider.inner_text()
+    assert "3" in child_slider.locator(".widget-readout").inner_text()
+
+    # 4. the inspector renders in the notebook
+    run_cell(p, 3)
+    inspector = cell_output(p, 3)
     inspector.get_by_text(env_id[:12]).first.wait_for(timeout=60_000)
     assert "scratch" in inspector.inner_text()
     shot(p, "04-inspector")
@@ -309,9 +319,14 @@ def test_lab_round_trip(
         "(want) => document.querySelector('.nbenv-Status').textContent === want",
         arg=f"nbenv: {label}",
     )
-    run_cell(p, 3)
-    cell_output(p, 3).get_by_text("kernel python:").wait_for(timeout=120_000)
-    assert str(Store().path(env_id) / "bin" / "python") in cell_output(p, 3).inner_text()
+    run_cell(p, 4)
+    cell_output(p, 4).get_by_text("kernel python:").wait_for(timeout=120_000)
+    assert str(Store().path(env_id) / "bin" / "python") in cell_output(p, 4).inner_text()
+    # ipywidgets 8 in the env's kernel render through jupyterlab_widgets
+    run_cell(p, 5)
+    slider = cell_output(p, 5).locator(".widget-slider")
+    slider.wait_for(timeout=60_000)
+    assert "in-env" in slider.inner_text()
     shot(p, "06-status-and-env-kernel")
 
     # 7. "New notebook" on the env: a new notebook whose kernel is the env's
