@@ -206,7 +206,7 @@ def test_lab_round_trip(
 ) -> None:
     browser_page, recorder = page
     from nbenv.kernels import nbenv_kernelspecs
-    from nbenv.store import Store
+    from nbenv.store import Store, in_use
 
     # An env made outside Lab, to remove from the sidebar later.
     scratch = nbenv_cli("create", "--json", "--index-url", env_index.url, "--name", "scratch",
@@ -353,15 +353,42 @@ def test_lab_round_trip(
     shot(p, "08-export")
     p.locator(".jp-Dialog .jp-mod-reject").click()
 
-    # 9. remove the scratch env, confirming; it leaves the sidebar and the store
+    # 9. "Use here": the current notebook (the new one) switches to the scratch env
     scratch_row = sidebar.locator(f".nbenv-Env[data-env-id='{scratch['env_id']}']")
     scratch_row.locator(".nbenv-Env-summary").click()
+    scratch_row.locator(".nbenv-Env-use").click()
+    p.wait_for_function(
+        "(want) => { const w = window.jupyterapp.shell.currentWidget;"
+        " const k = w.sessionContext.session && w.sessionContext.session.kernel;"
+        " return !!k && k.name === want; }",
+        arg=scratch["kernel"],
+    )
+    wait_idle(p)
+    p.wait_for_function(
+        "() => document.querySelector('.nbenv-Status').textContent === 'nbenv: scratch'"
+    )
+    shot(p, "09-use-here")
+
+    # 10. removing an env a kernel runs on is refused, with the reason
     scratch_row.locator(".nbenv-Env-remove").click()
     p.locator(".jp-Dialog").get_by_text("Remove scratch").wait_for()
-    shot(p, "09-remove-confirm")
+    shot(p, "10-remove-confirm")
+    p.locator(".jp-Dialog .jp-mod-accept").click()
+    p.locator(".jp-Dialog").get_by_text("in use").wait_for()
+    shot(p, "10b-remove-refused")
+    p.keyboard.press("Escape")
+    p.locator(".jp-Dialog").wait_for(state="detached")
+    assert Store().exists(scratch["env_id"])
+
+    # 11. with its kernel shut down, it goes: from the sidebar, the store and the kernelspecs
+    p.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")
+    deadline = time.monotonic() + 30
+    while in_use(Store().path(scratch["env_id"])) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    scratch_row.locator(".nbenv-Env-remove").click()
     p.locator(".jp-Dialog .jp-mod-accept").click()
     scratch_row.wait_for(state="detached")
     assert not Store().exists(scratch["env_id"])
     assert Store().exists(env_id)
     assert not any(s.env_id == scratch["env_id"] for s in nbenv_kernelspecs())
-    shot(p, "10-removed")
+    shot(p, "11-removed")
