@@ -6,7 +6,7 @@ import {
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import { ICommandPalette } from '@jupyterlab/apputils';
+import { ICommandPalette, ISessionContext } from '@jupyterlab/apputils';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { Kernel, KernelMessage } from '@jupyterlab/services';
 import { IStatusBar } from '@jupyterlab/statusbar';
@@ -81,13 +81,22 @@ const plugin: JupyterFrontEndPlugin<void> = {
         }
       });
     };
-    const follow = (notebook: NotebookPanel) => {
-      const context = notebook.sessionContext;
+    // Notebooks, and any other widget with a kernel (a console) once it is focused.
+    const followed = new WeakSet<ISessionContext>();
+    const follow = (widget: { sessionContext?: ISessionContext } | null) => {
+      const context = widget?.sessionContext;
+      if (!context || followed.has(context)) {
+        return;
+      }
+      followed.add(context);
       context.kernelChanged.connect((_, args) => watch(args.newValue));
       void context.ready.then(() => watch(context.session?.kernel));
     };
     tracker.forEach(follow);
-    tracker.widgetAdded.connect((_, notebook) => follow(notebook));
+    tracker.widgetAdded.connect((_, notebook: NotebookPanel) => follow(notebook));
+    app.shell.currentChanged?.connect((_, args) =>
+      follow(args.newValue as { sessionContext?: ISessionContext } | null)
+    );
 
     const command = 'nbenv:show-environments';
     app.commands.addCommand(command, {
