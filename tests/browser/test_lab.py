@@ -351,7 +351,16 @@ def test_lab_round_trip(
     export.get_by_text("alpha==2.0", exact=False).wait_for()
     assert "--hash=sha256:" in export.inner_text()
     shot(p, "08-export")
-    p.locator(".jp-Dialog .jp-mod-reject").click()
+    # another format, then "Download" saves exactly the text shown
+    p.locator(".jp-Dialog select.nbenv-Export-format").select_option("pylock")
+    export.get_by_text("lock-version").wait_for()
+    shown = export.inner_text()
+    with p.expect_download() as download:
+        p.locator(".jp-Dialog .jp-mod-accept").click()
+    assert download.value.suggested_filename == f"{env_id[:12]}-pylock.toml"
+    saved = Path(download.value.path()).read_text()
+    assert saved.strip() == shown.strip()
+    assert saved == (Store().path(env_id) / "pylock.toml").read_text()
 
     # 9. "Use here": the current notebook (the new one) switches to the scratch env
     scratch_row = sidebar.locator(f".nbenv-Env[data-env-id='{scratch['env_id']}']")
