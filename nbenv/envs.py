@@ -429,9 +429,11 @@ def describe_env(store: Store, env_id: str) -> dict[str, Any]:
         "env_id": env_id,
         "name": ", ".join(names) or None,  # aliases move; the record's name may be stale
         "path": str(path),
+        "kind": record.kind,
         "python": record.python,
         "base_interpreter": record.base_interpreter,
         "kernel": ", ".join(kernels) or None,
+        "kernels": kernels,
         "lock": str(lock_path) if lock_path else None,
         "requirements": list(record.requirements),
         "indexes": list(record.indexes),
