@@ -242,9 +242,10 @@ def solve(
         raise _solve_error(request, sources, str(exc), offline) from None
     except Exception as exc:  # rattler raises its own classes for every network failure
         raise _channel_error(sources, exc, offline) from None
-    from nbenv.resolve.conda_dists import python_dists
+    from nbenv.resolve.conda_dists import dists_by_package
 
-    dists = python_dists(records, client=client, cache=root / "dists", reporter=reporter)
+    owners = dists_by_package(records, client=client, cache=root / "dists", reporter=reporter)
+    dists = {d: v for found in owners.values() for d, v in found.items()}
     packages = sorted((CondaPackage.from_record(r) for r in records), key=lambda p: p.name)
     python = next((p.version for p in packages if p.name == "python"), None)
     return CondaSolution(
@@ -256,7 +257,8 @@ def solve(
         ),
         packages=tuple(packages),
         python_version=python,
-        python_dists=dists,
+        python_dists=dict(sorted(dists.items())),
+        dist_packages={d: name for name, found in owners.items() for d in sorted(found)},
     )
 
 
