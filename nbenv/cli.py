@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -43,9 +43,15 @@ def _conda_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--conda", action="append", default=[], metavar="SPEC",
                        help="a conda MatchSpec, e.g. 'openmpi=4.1.*' (repeatable)")  # fmt: skip
-    group.add_argument("-c", "--channel", action="append", default=[], dest="channels",
-                       metavar="CHANNEL",
-                       help="conda channel, name, URL or path (repeatable; default conda-forge)")
+    group.add_argument(
+        "-c",
+        "--channel",
+        action="append",
+        default=[],
+        dest="channels",
+        metavar="CHANNEL",
+        help="conda channel, name, URL or path (repeatable; default conda-forge)",
+    )
     for option in ("cuda", "glibc", "osx"):
         group.add_argument(f"--{option}", metavar="VERSION",
                            help=f"assume this __{option} virtual package version")  # fmt: skip
@@ -237,7 +243,8 @@ def _lock_conda(ns: argparse.Namespace, reporter: Reporter) -> int:
         raise UsageError("nbenv lock --conda: give --platform (a conda subdir) and --python once")
     conda = _conda_request(ns, ns.platform[0] if ns.platform else None)
     assert conda is not None
-    request = replace(request_from_namespace(ns), platforms=())
+    # --platform is the conda subdir here; the PyPI pass follows it (nbenv.resolve.mixed)
+    request = request_from_namespace(argparse.Namespace(**{**vars(ns), "platform": []}))
     base = _target(find_interpreter(ns.python[0] if ns.python else None)) if conda.is_native \
         else None  # fmt: skip
     mixed = resolve_mixed(conda, request, base=base, policy=_policy(ns), reporter=reporter)

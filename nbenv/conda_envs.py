@@ -145,8 +145,10 @@ def create_conda_env(
                 record = EnvRecord(
                     env_id=mixed.env_id,
                     name=request.name,
-                    requirements=(*request.requirement_strings(),
-                                  *(f"conda: {s}" for s in conda.specs)),  # fmt: skip
+                    requirements=(
+                        *request.requirement_strings(),
+                        *(f"conda: {s}" for s in conda.specs),
+                    ),  # fmt: skip
                     python=conda_python or _version(interpreter),
                     base_interpreter=str(final / "bin" / "python")
                     if conda_python or interpreter is None

@@ -283,6 +283,8 @@ def _metaflow_conda(
     lines += ["    },", ")"]
     if plain:
         lines += ["@pypi(", "    packages={"]
-        lines += [f"        {json.dumps(str(p.name))}: {json.dumps(str(p.version))}," for p in plain]
+        lines += [
+            f"        {json.dumps(str(p.name))}: {json.dumps(str(p.version))}," for p in plain
+        ]
         lines += ["    },", ")"]
     return "\n".join(lines) + "\n"

@@ -103,9 +103,13 @@ print(json.dumps({
     "foo_home": os.environ.get("FOO_APP_HOME"),
     "foo_app": subprocess.run(["foo-app"], capture_output=True, text=True).stdout
                if shutil.which("foo-app") else None,
-    "purepy": __import__("purepy").__version__ if __import__("importlib.util").util.find_spec("purepy") else None,
+    "module": __import__(MODULE).__version__,
 }))
-"""  # noqa: E501
+"""
+
+
+def _probe(module: str) -> str:
+    return f"MODULE = {module!r}\n" + _PROBE
 
 
 def test_conda_only_env_runs_its_kernel_on_conda_python(
@@ -134,12 +138,12 @@ def test_conda_only_env_runs_its_kernel_on_conda_python(
     assert kernel_json["env"]["PATH"] == f"{path / 'bin'}:${{PATH}}"
     assert kernel_json["metadata"]["nbenv"]["env_id"] == result.record.env_id
 
-    seen = _in_kernel(result.kernel.name, _PROBE)
+    seen = _in_kernel(result.kernel.name, _probe("purepy"))
     assert seen["prefix"] == str(path)
     assert seen["executable"] == str(path / "bin" / "python")
     assert seen["conda_prefix"] == str(path)
     assert seen["hello"] == str(path / "bin" / "hello-tool")
-    assert seen["purepy"] == "1.0"
+    assert seen["module"] == "1.0"  # conda's noarch python package
 
     # the same request again: found without solving (the channel is not read)
     again = create_conda_env(
@@ -162,13 +166,13 @@ def test_native_only_conda_gets_a_venv_layered_on_top(
     mixed = load_env_lock(path)
     assert mixed is not None and mixed.layered and mixed.conda.python_version is None
     assert result.kernel is not None
-    seen = _in_kernel(result.kernel.name, _PROBE.replace("purepy", "alpha"))
+    seen = _in_kernel(result.kernel.name, _probe("alpha"))
     assert seen["prefix"] == str(path)  # the venv is the prefix itself
     assert seen["hello"] == str(path / "bin" / "hello-tool")
     assert seen["foo_app"] == "foo-app 1.0 using libfoo 2.0\n"  # the shared library it found
     assert seen["foo_home"] == f"{path}/share/foo-app"  # the package's activate.d script ran
     assert seen["ld"].split(":")[0] == str(path / "lib")
-    assert seen["purepy"] == "2.0"  # `alpha` in the probe: the PyPI package is importable
+    assert seen["module"] == "2.0"  # alpha, from PyPI, in the venv
 
     info = describe_env(Store(), result.record.env_id)
     sources = {(p["name"], p["source"]) for p in info["packages"]}
@@ -186,7 +190,7 @@ def test_conda_dists_pin_the_pypi_pass(conda_channel: CondaChannel, pypi: IndexS
     assert mixed.conda.python_dists == {"purepy": "1.0"}
     assert pypi.count("/simple/purepy/") == 0  # a provided dist is never looked up
     assert result.kernel is not None
-    assert _in_kernel(result.kernel.name, _PROBE)["purepy"] == "1.0"
+    assert _in_kernel(result.kernel.name, _probe("purepy"))["module"] == "1.0"
 
 
 def test_a_pypi_requirement_against_a_conda_dist_names_both_sides(
@@ -253,7 +257,7 @@ def test_cli_create_show_export_and_cross_platform_lock(
     assert "    alpha 2.0  pypi" in lines
     yml = nbenv_cli("export", "mpi-demo", "--format", "environment-yml")
     assert yml.returncode == 0, yml.stderr
-    assert f"  - {conda_channel.url}" in yml.stdout.splitlines()
+    assert f"  - '{conda_channel.url}'" in yml.stdout.splitlines()
     assert "  - foo-app=1.0=h0_0" in yml.stdout.splitlines()
     assert "      - alpha==2.0" in yml.stdout.splitlines()
     flow = nbenv_cli("export", env_id, "--format", "metaflow")

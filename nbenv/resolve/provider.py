@@ -191,8 +191,7 @@ class PypiProvider(AbstractProvider[Req, Candidate, str]):
             out.append(req)
             names.append(req.name)
             self.parents.setdefault(req.name, candidate)
-            if req.name not in self.provided:
-                self.prefetcher.speculate(requirement, self.target)
+            self.prefetcher.speculate(requirement, self.target)
         if not candidate.extras:
             self.dependencies[(candidate.name, candidate.version)] = tuple(
                 NormalizedName(n) for n in sorted(set(names))

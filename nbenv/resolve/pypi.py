@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from packaging.utils import NormalizedName, canonicalize_name
+from packaging.utils import NormalizedName
 from resolvelib import BaseReporter, ResolutionImpossible, ResolutionTooDeep, Resolver
 
 from nbenv.errors import NbenvError, OfflineMissingError, ProjectNotFoundError, UsageError
@@ -71,6 +71,7 @@ class PypiResolver:
             reporter=self.reporter,
             allow_pre=request.pre,
             stale_page=None if policy is CachePolicy.OFFLINE else self._stale_page,
+            skip=self.provided,
         )
 
     def close(self) -> None:
@@ -122,8 +123,7 @@ class PypiResolver:
         requirements = [Req.from_requirement(r) for r in self.request.requirements]
         for target in self.targets:
             for requirement in self.request.requirements:
-                if canonicalize_name(requirement.name) not in self.provided:
-                    self.prefetcher.speculate(requirement, target)
+                self.prefetcher.speculate(requirement, target)
         self.reporter.stage("resolving")
         return [self._resolve_target(target, requirements) for target in self.targets]
 
