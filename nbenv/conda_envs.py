@@ -18,8 +18,8 @@ Where the kernel's Python comes from:
 from __future__ import annotations
 
 import hashlib
-import re
 import json
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -148,7 +148,7 @@ def create_conda_env(
                     requirements=(
                         *request.requirement_strings(),
                         *(f"conda: {s}" for s in conda.specs),
-                    ),  # fmt: skip
+                    ),
                     python=conda_python or _version(interpreter),
                     base_interpreter=str(final / "bin" / "python")
                     if conda_python or interpreter is None

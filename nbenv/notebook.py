@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal
 from nbenv.cellspec import CellDeclaration, parse_cell
 from nbenv.errors import LockFileError, NbenvError, UsageError
 from nbenv.ipynb import read_notebook
-from nbenv.lock import Lock, build_lock, load_lock
+from nbenv.lock import build_lock, load_lock
 from nbenv.notebook_lock import (
     EnvLock,
     LockLocation,

@@ -41,11 +41,11 @@ else:  # pragma: no cover
 __all__ = [
     "LOCK_SUFFIX",
     "WORKDIR_LOCK",
+    "EnvLock",
     "LockEntry",
     "LockLocation",
     "NotebookLock",
     "Source",
-    "EnvLock",
     "canonical",
     "embed_locks",
     "embedded_lock",

@@ -40,7 +40,7 @@ def explain_impossible(
     provider: PypiProvider, causes: Sequence[tuple[Req, Candidate | None]]
 ) -> NbenvError:
     target = provider.target
-    for requirement, parent in causes:
+    for requirement, _parent in causes:
         given = provider.provided.get(requirement.name)
         if given is not None and not requirement.specifier.contains(given.version, True):
             asked = [_side(provider, r, p).describe() for r, p in causes

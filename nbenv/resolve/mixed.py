@@ -189,7 +189,7 @@ def pypi_target(
 ) -> Target:
     """What the PyPI pass resolves for: conda's python, else the layered venv's (`base`)."""
     if solution.python_version is not None:
-        major, minor, *rest = (solution.python_version.split(".") + ["0"])[:3]
+        major, minor, *rest = [*solution.python_version.split("."), "0"][:3]
         short = f"{major}.{minor}"
         if pythons and pythons[0] != short:
             raise UsageError(

@@ -10,7 +10,7 @@ resolver asks, most answers are already here.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from packaging.requirements import Requirement
