@@ -107,8 +107,14 @@ def create_conda_env(
         raise UsageError("--platform locks for another machine; an env is built for this one")
     wanted = python or (request.pythons[0] if request.pythons else None)
     interpreter = _interpreter(wanted)
-    settings = read_pip_settings()
-    indexes = effective_indexes(request.index_url, request.extra_index_urls, settings)
+    # a bare conda prefix has no PyPI pass: pip's settings (and the indexes) do not matter
+    pypi_pass = bool(request.requirements) or register_kernel
+    settings = read_pip_settings() if pypi_pass else None
+    indexes = (
+        effective_indexes(request.index_url, request.extra_index_urls, settings)
+        if settings is not None
+        else ()
+    )
     key = conda_request_key(conda, request, interpreter, indexes, kernel=register_kernel)
     kind = kind or env_kind(request)
     given = lock
@@ -117,7 +123,9 @@ def create_conda_env(
         if known is not None:
             return _existing(store, known, request, start, register_kernel, kernel_prefix)
 
-    client = HttpClient(credentials=Credentials([*indexes, *settings.find_links]))
+    client = HttpClient(
+        credentials=Credentials([*indexes, *(settings.find_links if settings else ())])
+    )
     try:
         if given is not None:
             mixed = given

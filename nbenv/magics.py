@@ -109,7 +109,10 @@ class _Running:
 
 def _options(declaration: CellDeclaration) -> tuple[object, ...]:
     request = declaration.pypi
-    return (request.index_url, request.extra_index_urls, request.pythons, request.pre)
+    # the conda lines too: a kernel moves onto a grown env only when its conda part is the
+    # same (a running process cannot take another prefix's activation)
+    return (request.index_url, request.extra_index_urls, request.pythons, request.pre,
+            declaration.conda)  # fmt: skip
 
 
 @magics_class

@@ -25,7 +25,7 @@ from support.wheels import build_wheel
 
 from nbenv.conda_envs import create_conda_env, load_env_lock
 from nbenv.envs import describe_env, gc, remove_env
-from nbenv.errors import ProvidedConflictError
+from nbenv.errors import ProvidedConflictError, UsageError
 from nbenv.kernels import nbenv_kernelspecs
 from nbenv.resolve.conda import parse_conda_args
 from nbenv.resolve.mixed import CONDA_LOCK_FILE, MixedLock
@@ -313,3 +313,63 @@ def test_conda_cell_in_a_real_kernel_and_a_locked_rerun_offline(
     assert Store().env_ids() == [env_id]
     assert stream_text(read_notebook(tmp_path / "mpi.out.ipynb"))[2].strip() == "7"
     assert pypi.count("/simple/") == 0
+
+
+def test_two_processes_creating_one_conda_env_build_it_once(
+    conda_channel: CondaChannel, pypi: IndexServer
+) -> None:
+    import subprocess
+
+    argv = [sys.executable, "-m", "nbenv", "create", "--conda", "foo-app", "-c",
+            conda_channel.url, "--index-url", pypi.url, "alpha", "--json", "--no-compile"]  # fmt: skip
+    both = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]  # fmt: skip
+    results = []
+    for process in both:
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+        results.append(json.loads(out))
+    assert results[0]["env_id"] == results[1]["env_id"]
+    assert sorted(r["created"] for r in results) == [False, True]
+    assert Store().env_ids() == [results[0]["env_id"]]
+    assert not list(Store().envs.glob(".build-*"))
+
+
+def test_conda_python_and_a_pypi_python_must_agree(
+    conda_channel: CondaChannel, pypi: IndexServer
+) -> None:
+    other = "3.99"
+    with pytest.raises(UsageError) as info:
+        create_conda_env(_conda(conda_channel.url, "purepy"),
+                         _request(pypi, "--python", other, "alpha"))  # fmt: skip
+    assert str(info.value) == (
+        f"The conda packages bring Python {PYTHON_VERSION}, but the PyPI side asks for "
+        f"--python {other}: give the version once, with `%%conda --python {other}`."
+    )
+
+
+def test_notebook_lock_and_export_of_a_conda_cell(
+    conda_channel: CondaChannel, pypi: IndexServer, tmp_path: Path
+) -> None:
+    path = write_notebook(
+        tmp_path / "tool.ipynb",
+        "%load_ext nbenv",
+        f"%%conda -c {conda_channel.url} hello-tool purepy\n%pypi --index-url {pypi.url}\n"
+        "import purepy",
+    )
+    locked = nbenv_cli("lock", str(path), "--embed")
+    assert locked.returncode == 0, locked.stderr
+    assert "hello-tool purepy" in locked.stdout and "resolved" in locked.stdout
+    document = read_notebook(path)
+    (entry,) = document["metadata"]["nbenv"]["locks"]["envs"].values()
+    assert {p["name"] for p in entry["conda"]["packages"]} == {"hello-tool", "purepy", "python"}
+    assert "ipykernel" in {p["name"] for p in entry["pylock"]["packages"]}
+    flow = nbenv_cli("export", str(path), "--format", "metaflow")
+    assert flow.returncode == 0, flow.stderr
+    lines = flow.stdout.splitlines()
+    assert "@conda(" in lines and f'    python="{PY}",' in lines
+    assert '        "hello-tool": "1.0",' in lines and '        "purepy": "1.0",' in lines
+    # the kernel packages came from PyPI: that makes the export a mixed one
+    assert "@pypi(" in lines and any("metaflow-netflixext" in line for line in lines)
+    again = nbenv_cli("lock", str(path))
+    assert again.returncode == 0 and "locked already" in again.stdout

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import os
 import re
 import threading
 import time
@@ -72,10 +73,19 @@ def _settle() -> None:
 
 def conda_client() -> rattler.Client:
     """rattler's standard client: retries, and credentials from rattler's auth storage
-    (RATTLER_AUTH_FILE, ~/.rattler/credentials.json, the keyring)."""
+    (RATTLER_AUTH_FILE, ~/.rattler/credentials.json, the keyring). Making one costs ~5 ms
+    (TLS roots), so one is kept per process for each place the credentials may come from."""
     import rattler
 
-    return rattler.Client.default_client()
+    key = (os.environ.get("RATTLER_AUTH_FILE"), os.environ.get("HOME"))
+    with _lock:
+        client = _clients.get(key)
+        if client is None:
+            client = _clients[key] = rattler.Client.default_client()
+    return client
+
+
+_clients: dict[tuple[str | None, str | None], rattler.Client] = {}
 
 
 def clean_url(url: str) -> str:
