@@ -321,7 +321,7 @@ def test_two_processes_creating_one_conda_env_build_it_once(
     import subprocess
 
     argv = [sys.executable, "-m", "nbenv", "create", "--conda", "foo-app", "-c",
-            conda_channel.url, "--index-url", pypi.url, "alpha", "--json", "--no-compile"]  # fmt: skip
+            conda_channel.url, "--index-url", pypi.url, "alpha", "--json"]  # fmt: skip
     both = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for _ in range(2)]  # fmt: skip
     results = []
