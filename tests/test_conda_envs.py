@@ -373,3 +373,50 @@ def test_notebook_lock_and_export_of_a_conda_cell(
     assert "@pypi(" in lines and any("metaflow-netflixext" in line for line in lines)
     again = nbenv_cli("lock", str(path))
     assert again.returncode == 0 and "locked already" in again.stdout
+
+
+@pytest.fixture(scope="session")
+def widgets_channel(conda_channel: CondaChannel, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The fixture channel plus the real ipywidgets (from this interpreter) as a noarch
+    python conda package."""
+    import importlib.metadata
+    import shutil
+
+    from support.conda_channel import build_from_dist, index_channel
+
+    root = tmp_path_factory.mktemp("widgets-channel") / "channel"
+    shutil.copytree(conda_channel.path, root)
+    build_from_dist(root, importlib.metadata.distribution("ipywidgets"))
+    index_channel(root)
+    return root.as_uri() + "/"
+
+
+def test_kernel_packages_come_from_conda_when_the_specs_name_them(
+    widgets_channel: str, pypi: IndexServer
+) -> None:
+    import importlib.metadata
+
+    result = create_conda_env(_conda(widgets_channel, "python", "ipywidgets"), _request(pypi))
+    mixed = load_env_lock(result.path)
+    assert mixed is not None and mixed.pypi is not None
+    version = importlib.metadata.version("ipywidgets")
+    assert mixed.conda.python_dists["ipywidgets"] == version
+    pypi_names = {str(p.name) for p in mixed.pypi.pylock.packages}
+    assert "ipywidgets" not in pypi_names and "ipykernel" in pypi_names
+    assert result.kernel is not None
+    seen = _in_kernel(result.kernel.name, _probe("ipywidgets"))
+    assert seen["module"] == version and seen["prefix"] == str(result.path)
+    assert (result.path / "conda-meta" / f"ipywidgets-{version}-pyh0_0.json").is_file()
+
+
+def test_cell_options_may_sit_on_the_conda_line() -> None:
+    from nbenv.cellspec import parse_cell
+
+    declaration = parse_cell(
+        "conda", "-c /tmp/channel --in x --upgrade foo-app", "%pypi --out y alpha\nprint(x)\n"
+    )
+    assert declaration.conda == (("-c", "/tmp/channel", "foo-app"),)
+    assert (declaration.inputs, declaration.outputs, declaration.upgrade) == (("x",), ("y",), True)
+    assert declaration.body == "print(x)\n"
+    plain = parse_cell("conda", "-c /tmp/channel foo-app", "%pypi alpha\nprint(x)\n")
+    assert plain.key == declaration.key  # cell options are not part of the env
