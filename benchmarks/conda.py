@@ -118,10 +118,12 @@ def run(ns: argparse.Namespace, work: Path) -> int:
     conda = parse_conda_args(["-c", url, *specs])
     rattler_cache = cache_dir() / "conda"
     virtual = virtual_packages(conda)
+    client = rattler.Client.default_client()
 
     def rattler_solve() -> list[Any]:
-        # a new gateway per solve, as nbenv makes (a kept one answers from memory)
-        gateway = rattler.Gateway(cache_dir=rattler_cache / "repodata")
+        # a new gateway per solve, as nbenv makes (a kept one answers from memory), over one
+        # client kept for the process, as nbenv keeps it
+        gateway = rattler.Gateway(cache_dir=rattler_cache / "repodata", client=client)
         return asyncio.run(rattler.solve(
             sources=[url], specs=specs, gateway=gateway,
             platforms=[rattler.Subdir(conda.subdir), rattler.Subdir("noarch")],
@@ -135,6 +137,7 @@ def run(ns: argparse.Namespace, work: Path) -> int:
         prefix = work / "rattler-envs" / str(next(counter))
         asyncio.run(rattler.install(records, target_prefix=prefix,
                                     cache_dir=rattler_cache / "pkgs", show_progress=False,
+                                    client=client,
                                     execute_link_scripts=False))  # fmt: skip
 
     store = Store()
