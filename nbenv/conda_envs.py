@@ -43,10 +43,13 @@ from nbenv.store import EnvRecord, Store
 __all__ = ["conda_request_key", "create_conda_env", "env_kind", "load_env_lock"]
 
 
-def env_kind(request: EnvRequest) -> str:
-    """`mixed` when the user asked PyPI for something, else `conda` (the kernel packages
-    nbenv adds do not make an env mixed)."""
-    return "mixed" if request.requirements else "conda"
+def env_kind(request: EnvRequest, lock: MixedLock | None = None) -> str:
+    """`mixed` when the user asked PyPI for something (in the request, or in the request a
+    given lock records), else `conda`: the kernel packages nbenv adds do not make it mixed."""
+    asked: object = ()
+    if lock is not None and lock.pypi is not None:
+        asked = ((lock.pypi.pylock.tool or {}).get("nbenv") or {}).get("requirements", ())
+    return "mixed" if request.requirements or asked else "conda"
 
 
 def load_env_lock(env_dir: Path) -> MixedLock | None:
@@ -116,7 +119,7 @@ def create_conda_env(
         else ()
     )
     key = conda_request_key(conda, request, interpreter, indexes, kernel=register_kernel)
-    kind = kind or env_kind(request)
+    kind = kind or env_kind(request, lock)
     given = lock
     if given is None and policy is CachePolicy.DEFAULT:
         known = store.remembered(key)

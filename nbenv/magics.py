@@ -209,7 +209,10 @@ class NbenvMagics(Magics):
 
     @cell_magic
     def conda(self, line: str, cell: str) -> None:
-        """%%conda [-c CHANNEL] SPEC... — Conda packages (mixed with %pypi lines)."""
+        """%%conda [-c CHANNEL] [--python X.Y] [--cuda V] [--in a,b] [--out c] SPEC...
+
+        Run the cell in an isolated env of these Conda packages (MatchSpecs; conda-forge
+        unless -c). Lines below that start with %pypi add PyPI packages to the same env."""
         self._run("conda", line, cell)
 
     @line_magic("pypi")  # type: ignore[arg-type]

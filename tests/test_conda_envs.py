@@ -280,6 +280,15 @@ def test_cli_create_show_export_and_cross_platform_lock(
     refused = nbenv_cli("create", "--lock", str(out))
     assert refused.returncode != 0 and "cannot be installed on" in refused.stderr
 
+    here = tmp_path / "here.json"
+    locked = nbenv_cli("lock", "--conda", "hello-tool", "-c", conda_channel.url,
+                       "--index-url", pypi.url, "gamma", "-o", str(here))  # fmt: skip
+    assert locked.returncode == 0, locked.stderr
+    built = nbenv_cli("create", "--lock", str(here), "--json", "--no-kernel")
+    assert built.returncode == 0, built.stderr
+    summary = json.loads(built.stdout)
+    assert summary["env_id"] == MixedLock.load(here).env_id and summary["kind"] == "mixed"
+
 
 def test_conda_cell_in_a_real_kernel_and_a_locked_rerun_offline(
     conda_channel: CondaChannel, pypi: IndexServer, tmp_path: Path
