@@ -221,6 +221,16 @@ def test_bare_conda_prefix_remove_and_gc(conda_channel: CondaChannel, pypi: Inde
     assert mixed is not None and mixed.pypi is None
     assert f"in {path}" in (path / "bin" / "hello-tool").read_text()  # final path, not the temp
     assert not list(path.parent.glob(".build-*"))
+    from nbenv.export import export_lock, find_export_source
+
+    source = find_export_source(result.record.env_id)
+    with pytest.raises(UsageError, match="holds conda packages only: export it as"):
+        export_lock(source, "requirements")
+    yml = export_lock(source, "environment-yml").splitlines()
+    assert "  - hello-tool=1.0=h0_0" in yml and not any("pip" in line for line in yml)
+    flow = export_lock(source, "metaflow").splitlines()
+    assert "@conda(" in flow and "@pypi(" not in flow
+    assert f"# channels: {conda_channel.url} (METAFLOW_CONDA_CHANNELS)" in flow
     report = gc(Store())
     assert report.envs == () and Store().exists(result.record.env_id)
     remove_env(Store(), result.record.env_id)
