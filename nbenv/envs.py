@@ -413,6 +413,7 @@ def describe_env(store: Store, env_id: str) -> dict[str, Any]:
         "python": record.python,
         "base_interpreter": record.base_interpreter,
         "kernel": ", ".join(kernels) or None,
+        "kernels": kernels,
         "lock": str(lock_path) if lock_path else None,
         "requirements": list(record.requirements),
         "indexes": list(record.indexes),
