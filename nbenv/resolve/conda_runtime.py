@@ -58,12 +58,27 @@ def run_async(coroutine: Coroutine[Any, Any, _T]) -> _T:
         _last_call = time.monotonic()
     try:
         if not running:
-            return asyncio.run(coroutine)
+            return _run_private(coroutine)
         with ThreadPoolExecutor(1, thread_name_prefix="nbenv-rattler") as pool:
-            return pool.submit(asyncio.run, coroutine).result()
+            return pool.submit(_run_private, coroutine).result()
     finally:
         with _lock:
             _last_call = time.monotonic()
+
+
+def _run_private(coroutine: Coroutine[Any, Any, _T]) -> _T:
+    """`asyncio.run` without its side effect on the caller: it leaves the thread with no
+    current loop (`set_event_loop(None)`), after which code of the host process that calls
+    `asyncio.get_event_loop()` (tornado, older Jupyter code) fails in the main thread."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coroutine)
+    finally:
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            loop.close()
 
 
 def _settle() -> None:

@@ -336,7 +336,13 @@ def index_channel(root: Path) -> None:
     from rattler.index import index_fs
 
     (root / "noarch").mkdir(parents=True, exist_ok=True)
-    asyncio.run(index_fs(root, write_zst=False, write_shards=False, force=True))
+    # a private loop: asyncio.run would leave the main thread without a current loop,
+    # which tornado-based tests that run later in the session rely on
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(index_fs(root, write_zst=False, write_shards=False, force=True))
+    finally:
+        loop.close()
 
 
 # -- an HTTP server for the channel -------------------------------------------------------
