@@ -42,6 +42,18 @@ def _no_machine_conda_settings(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+@pytest.fixture(autouse=True)
+def _no_compilers_left_behind() -> Iterator[None]:
+    """Envs built here compile their bytecode in detached processes; end them with the test
+    so they do not take the CPU from the timing-sensitive tests that run after."""
+    yield
+    from nbenv.store import stop_compiling
+
+    store = Store()
+    for env_id in store.env_ids():
+        stop_compiling(store.path(env_id))
+
+
 @pytest.fixture(scope="session")
 def session_mixed_index(
     universe: Universe, kernel_wheels: list[Path], tmp_path_factory: pytest.TempPathFactory
