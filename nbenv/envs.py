@@ -250,7 +250,13 @@ def ensure_kernel(
         found = current()
         if found is not None:
             return found
+        env = None
+        if record.kind != "pypi":  # the kernel runs with the conda prefix active
+            from nbenv.conda import kernelspec_env
+
+            env = kernelspec_env(path)
         return install_kernelspec(
+            env=env,
             env_dir=path,
             python=path / "bin" / "python",
             env_id=env_id,
@@ -271,7 +277,11 @@ def _build(
     reporter: Reporter,
     link_mode: LinkMode,
     steps: list[tuple[str, float]],
+    *,
+    make_venv: bool = True,
 ) -> None:
+    """Fetch the lock's files and install them into `build`: a new venv from `interpreter`
+    (`make_venv`), or the python `build` already holds (a conda prefix with its own)."""
     from nbenv.install import Unpacker, install_wheels
     from nbenv.resolve.sdist import build_wheel_from_sdist
     from nbenv.venv import create_venv
@@ -294,7 +304,8 @@ def _build(
                                   dist.size))  # fmt: skip
     # The venv first (it is quick), then every wheel unpacked as soon as it is downloaded:
     # the small ones unpack while the big ones still arrive.
-    create_venv(interpreter.path, build, final_dir=final)
+    if make_venv:
+        create_venv(interpreter.path, build, final_dir=final)
     with Unpacker(cache) as unpacker:
 
         def unpack_early(artifact: Artifact, path: Path) -> None:
@@ -417,13 +428,26 @@ def describe_env(store: Store, env_id: str) -> dict[str, Any]:
     path = store.path(env_id)
     names = sorted(n for n, i in store.aliases().items() if i == env_id)
     kernels = [s.name for s in nbenv_kernelspecs() if s.env_id == env_id]
-    lock_path = path / LOCK_FILE
+    lock_path: Path | None = path / LOCK_FILE
     packages: list[dict[str, str]] = []
+    if record.kind != "pypi":  # conda packages first, then what the PyPI pass added
+        from nbenv.conda_envs import load_env_lock
+        from nbenv.resolve.mixed import CONDA_LOCK_FILE
+
+        try:
+            mixed = load_env_lock(path)
+        except NbenvError:
+            mixed = None
+        if mixed is not None:
+            packages = [{"name": p.name, "version": p.version, "build": p.build,
+                         "source": "conda"} for p in mixed.conda.packages]  # fmt: skip
+            lock_path = path / CONDA_LOCK_FILE
     try:
-        lock = load_lock(lock_path)
-        packages = [{"name": str(p.name), "version": str(p.version)} for p in lock.pylock.packages]
+        lock = load_lock(path / LOCK_FILE)
+        packages += [{"name": str(p.name), "version": str(p.version), "source": "pypi"}
+                     for p in lock.pylock.packages]  # fmt: skip
     except NbenvError:
-        lock_path = None  # type: ignore[assignment]
+        lock_path = lock_path if record.kind != "pypi" else None
     size, unique = store.size(env_id)
     return {
         "env_id": env_id,
