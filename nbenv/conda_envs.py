@@ -25,7 +25,14 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from nbenv.envs import KERNEL_REQUIREMENTS, CreateResult, _build, _existing, _target
+from nbenv.envs import (
+    KERNEL_REQUIREMENTS,
+    CreateResult,
+    _build,
+    _disk_full_is_an_error,
+    _existing,
+    _target,
+)
 from nbenv.errors import NbenvError, UsageError
 from nbenv.interpreters import Interpreter, find_interpreter
 from nbenv.linking import LinkMode
@@ -124,7 +131,10 @@ def create_conda_env(
     if given is None and policy is CachePolicy.DEFAULT:
         known = store.remembered(key)
         if known is not None:
-            return _existing(store, known, request, start, register_kernel, kernel_prefix)
+            with store.holding(known):
+                if store.exists(known):  # gc may have taken it just now: then build again
+                    return _existing(store, known, request, start, register_kernel,
+                                     kernel_prefix)  # fmt: skip
 
     client = HttpClient(
         credentials=Credentials([*indexes, *(settings.find_links if settings else ())])
@@ -148,40 +158,43 @@ def create_conda_env(
             raise UsageError(f"No interpreter for --python {wanted} to layer a venv from")
         created = False
         final = store.path(mixed.env_id)
-        with store.building(mixed.env_id) as build:
-            if build is not None:
-                _build_prefix(build, final, mixed, conda, interpreter, client, reporter,
-                              link_mode, steps)  # fmt: skip
-                conda_python = mixed.conda.python_version
-                record = EnvRecord(
-                    env_id=mixed.env_id,
-                    name=request.name,
-                    requirements=(
-                        *request.requirement_strings(),
-                        *(f"conda: {s}" for s in conda.specs),
-                    ),
-                    python=conda_python or _version(interpreter),
-                    base_interpreter=str(final / "bin" / "python")
-                    if conda_python or interpreter is None
-                    else str(interpreter.path),
-                    created=time.time(),
-                    indexes=(*mixed.conda.channels, *(strip_userinfo(i) for i in indexes)),
-                    kind=kind,
-                )
-                store.commit(build, record)
-                created = True
+        # held until the kernel is registered: gc cannot take the env from under us
+        with store.holding(mixed.env_id):
+            with _disk_full_is_an_error(), store.building(mixed.env_id) as build:
+                if build is not None:
+                    _build_prefix(build, final, mixed, conda, interpreter, client, reporter,
+                                  link_mode, steps)  # fmt: skip
+                    conda_python = mixed.conda.python_version
+                    record = EnvRecord(
+                        env_id=mixed.env_id,
+                        name=request.name,
+                        requirements=(
+                            *request.requirement_strings(),
+                            *(f"conda: {s}" for s in conda.specs),
+                        ),
+                        python=conda_python or _version(interpreter),
+                        base_interpreter=str(final / "bin" / "python")
+                        if conda_python or interpreter is None
+                        else str(interpreter.path),
+                        created=time.time(),
+                        indexes=(*mixed.conda.channels, *(strip_userinfo(i) for i in indexes)),
+                        kind=kind,
+                    )
+                    store.commit(build, record)
+                    created = True
+            client.close()
+            path = store.path(mixed.env_id)
+            has_python = (path / "bin" / "python").exists()
+            if created and compile_bytecode and mixed.pypi is not None and has_python:
+                from nbenv.venv import compile_bytecode as compile_in_background
+
+                compile_in_background(path)
+            if given is None:
+                store.remember(key, mixed.env_id)
+            kernel = register_kernel and mixed.pypi is not None and has_python
+            result = _existing(store, mixed.env_id, request, start, kernel, kernel_prefix)
     finally:
         client.close()
-    path = store.path(mixed.env_id)
-    has_python = (path / "bin" / "python").exists()
-    if created and compile_bytecode and mixed.pypi is not None and has_python:
-        from nbenv.venv import compile_bytecode as compile_in_background
-
-        compile_in_background(path)
-    if given is None:
-        store.remember(key, mixed.env_id)
-    kernel = register_kernel and mixed.pypi is not None and has_python
-    result = _existing(store, mixed.env_id, request, start, kernel, kernel_prefix)
     return replace(result, created=created, steps=tuple(steps))
 
 
