@@ -18,6 +18,7 @@ from packaging.pylock import PackageSdist, PackageWheel
 from packaging.requirements import Requirement
 from packaging.tags import Tag
 
+from nbenv.envinfo import lock_packages
 from nbenv.errors import NbenvError, UsageError
 from nbenv.fetch import Artifact, Fetcher
 from nbenv.files import sha256_file
@@ -178,7 +179,7 @@ def create_env(
     if created and compile_bytecode:
         from nbenv.venv import compile_bytecode as compile_in_background
 
-        compile_in_background(path)
+        store.compiling(lock.env_id, compile_in_background(path).pid)
     if given is None:
         store.remember(key, lock.env_id)
     result = _existing(store, lock.env_id, request, start, register_kernel, kernel_prefix)
@@ -353,43 +354,74 @@ def gc(store: Store, *, older_than_days: float | None = None, dry_run: bool = Fa
 # -- listing --------------------------------------------------------------------------------
 
 
-def describe_env(store: Store, env_id: str) -> dict[str, Any]:
-    """What `nbenv show` prints: a JSON-able summary of one env."""
+@dataclass(frozen=True)
+class _Known:
+    """What every env's description needs, read once for a whole listing."""
+
+    names: dict[str, list[str]]  # env id -> its names
+    kernels: dict[str, list[KernelSpecInfo]]
+    notebooks: dict[str, list[str]]  # env id -> notebooks (or lock files) that use it
+
+    @classmethod
+    def read(cls, store: Store) -> _Known:
+        from nbenv.notebook_index import notebooks_by_env
+
+        names: dict[str, list[str]] = {}
+        for name, env_id in store.aliases().items():
+            names.setdefault(env_id, []).append(name)
+        kernels: dict[str, list[KernelSpecInfo]] = {}
+        for spec in nbenv_kernelspecs():
+            kernels.setdefault(spec.env_id, []).append(spec)
+        uses = notebooks_by_env(store.home)
+        notebooks = {env_id: sorted({u.label for u in found}) for env_id, found in uses.items()}
+        return cls(names, kernels, notebooks)
+
+
+def describe_env(store: Store, env_id: str, *, known: _Known | None = None) -> dict[str, Any]:
+    """What `nbenv show` prints: a JSON-able summary of one env. Sizes come from the
+    store's size cache (walked once, then again only when the env changed)."""
+    known = known or _Known.read(store)
     record = store.record(env_id)
     path = store.path(env_id)
-    names = sorted(n for n, i in store.aliases().items() if i == env_id)
-    kernels = [s.name for s in nbenv_kernelspecs() if s.env_id == env_id]
-    lock_path = path / LOCK_FILE
-    packages: list[dict[str, str]] = []
-    try:
-        lock = load_lock(lock_path)
-        packages = [{"name": str(p.name), "version": str(p.version)} for p in lock.pylock.packages]
-    except NbenvError:
-        lock_path = None  # type: ignore[assignment]
-    size, unique = store.size(env_id)
+    names = sorted(known.names.get(env_id, ()))
+    kernels = known.kernels.get(env_id, [])
+    lock_path: Path | None = path / LOCK_FILE
+    assert lock_path is not None
+    packages = lock_packages(lock_path)
+    if packages is None:
+        lock_path, packages = None, []
+    size = store.cached_size(env_id)
     return {
         "env_id": env_id,
         "name": ", ".join(names) or None,  # aliases move; the record's name may be stale
+        "kind": record.kind,
         "path": str(path),
         "python": record.python,
         "base_interpreter": record.base_interpreter,
-        "kernel": ", ".join(kernels) or None,
+        "kernel": ", ".join(k.name for k in kernels) or None,
+        "kernel_display_name": ", ".join(k.display_name for k in kernels) or None,
         "lock": str(lock_path) if lock_path else None,
         "requirements": list(record.requirements),
         "indexes": list(record.indexes),
         "packages": packages,
-        "size": size,
-        "size_unique": unique,
+        "size": size.total,
+        "size_unique": size.unique,
         "created": record.created,
         "last_used": store.last_used(env_id),
+        "notebooks": known.notebooks.get(env_id, []),
     }
 
 
 def describe_envs(store: Store | None = None) -> list[dict[str, Any]]:
+    """Every env, most recently used first (`nbenv list`, the inspector)."""
     store = store or Store()
+    known = _Known.read(store)
     rows = []
     for env_id in store.env_ids():
-        info = describe_env(store, env_id)
+        try:
+            info = describe_env(store, env_id, known=known)
+        except NbenvError:
+            continue  # removed while we listed
         info["packages"] = len(info["packages"])
         rows.append(info)
     return sorted(rows, key=lambda r: -float(r["last_used"]))

@@ -129,6 +129,7 @@ class Fetcher:
                 missing.append(artifact)
             else:
                 found[sha] = path
+        self.reporter.cached(_STAGE, len(found), len(unique))
         if not missing:
             return found
         if self.offline:

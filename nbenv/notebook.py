@@ -16,6 +16,7 @@ from nbenv.cellspec import CellDeclaration, parse_cell
 from nbenv.errors import LockFileError, NbenvError, UsageError
 from nbenv.ipynb import read_notebook
 from nbenv.lock import Lock, build_lock, load_lock
+from nbenv.notebook_index import record_use
 from nbenv.notebook_lock import (
     LockLocation,
     NotebookLock,
@@ -239,6 +240,7 @@ def ensure_env(
             f"Resolve it again for this machine: `nbenv lock {notebook_of(lock.path)} "
             "--upgrade`.",
         ) from None
+    record_use(lock.path, result.record.env_id)  # the store's notebook -> env index
     if locked is not None:
         return NotebookEnv(declaration, result, locked, "locked")
     built = load_lock(result.path / LOCK_FILE)
