@@ -238,7 +238,8 @@ class Store:
         if not refresh:
             try:
                 data = json.loads((path / _SIZE).read_text())
-                if data.get("stamp") == stamp and not _alive(data.get("compiler")):
+                # a figure taken while the compiler ran is redone until one is taken after
+                if data.get("stamp") == stamp and data.get("compiler") is None:
                     return EnvSize(int(data["total"]), int(data["unique"]))
             except (OSError, ValueError, TypeError, KeyError, AttributeError):
                 pass
@@ -267,6 +268,8 @@ class Store:
         total = unique = 0
         for root, _dirs, files in os.walk(self.path(env_id)):
             for name in files:
+                if name == _SIZE:  # the figure does not count itself
+                    continue
                 try:
                     st = os.lstat(os.path.join(root, name))
                 except OSError:
