@@ -317,7 +317,7 @@ def test_progress_widget_then_summary_in_a_kernel(
     (summary,) = [o for o in shown if o["data"].get("text/plain", "").startswith("nbenv: env")]
     line = summary["data"]["text/plain"]
     assert line.startswith(f"nbenv: env {env_id[:12]} ready: Python ")
-    assert " packages; added in build.nbenv.lock (" in line and "downloads cached)" in line
+    assert " packages; added in nbenv.lock (" in line and "downloads cached)" in line
     assert WIDGET_VIEW not in summary["data"]  # the widget was replaced by the summary
     states = widget_states(notebook)
     phases = [s["value"] for s in states if s.get("_model_name") == "HTMLModel"]
@@ -337,7 +337,7 @@ def test_progress_text_fallback_in_a_kernel(
     notebook = execute(path, NBENV_PROGRESS="text")
     shown = [o for o in outputs(notebook)[1] if o["output_type"] == "display_data"]
     (summary,) = [o for o in shown if o["data"].get("text/plain", "").startswith("nbenv: env")]
-    assert "packages; added in text.nbenv.lock (" in summary["data"]["text/plain"]
+    assert "packages; added in nbenv.lock (" in summary["data"]["text/plain"]
     assert "widgets" not in notebook.metadata  # no widget was made
 
 
