@@ -10,17 +10,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import filelock
-from packaging.markers import Environment
-from packaging.pylock import PackageSdist, PackageWheel
 from packaging.requirements import Requirement
-from packaging.tags import Tag
 
 from nbenv.envinfo import lock_packages
 from nbenv.errors import NbenvError, UsageError
-from nbenv.fetch import Artifact, Fetcher
 from nbenv.files import sha256_file
 from nbenv.interpreters import Interpreter, find_interpreter
 from nbenv.kernels import (
@@ -32,17 +28,18 @@ from nbenv.kernels import (
     orphaned_kernelspecs,
     remove_kernelspec,
 )
-from nbenv.linking import LinkMode
-from nbenv.lock import Lock, build_lock, load_lock
 from nbenv.net.auth import Credentials, strip_userinfo
-from nbenv.net.http import HttpClient
 from nbenv.paths import cache_dir
 from nbenv.report import NullReporter, Reporter
 from nbenv.resolve.cache import CachePolicy
 from nbenv.resolve.target import Target
-from nbenv.settings import effective_indexes, read_pip_settings
 from nbenv.spec import EnvRequest
 from nbenv.store import LOCK_FILE, EnvRecord, Store, in_use, stop_compiling
+
+if TYPE_CHECKING:  # imported where used: listing envs must not load the installer's stack
+    from nbenv.linking import LinkMode
+    from nbenv.lock import Lock
+    from nbenv.net.http import HttpClient
 
 __all__ = [
     "KERNEL_REQUIREMENTS",
@@ -118,6 +115,10 @@ def create_env(
 ) -> CreateResult:
     """Build (or find) the env for `request`, or for a given lock (`lock_file` or `lock`:
     no resolution), and register its kernel."""
+    from nbenv.lock import build_lock, load_lock
+    from nbenv.net.http import HttpClient
+    from nbenv.settings import effective_indexes, read_pip_settings
+
     start = time.perf_counter()
     steps: list[tuple[str, float]] = []
     reporter = reporter or NullReporter()
@@ -251,6 +252,11 @@ def _build(
     link_mode: LinkMode,
     steps: list[tuple[str, float]],
 ) -> None:
+    from packaging.markers import Environment
+    from packaging.pylock import PackageSdist, PackageWheel
+    from packaging.tags import Tag
+
+    from nbenv.fetch import Artifact, Fetcher
     from nbenv.install import install_wheels
     from nbenv.resolve.sdist import build_wheel_from_sdist
     from nbenv.venv import create_venv
