@@ -218,7 +218,8 @@ def lock_packages(lock_path: Path) -> list[dict[str, str]] | None:
     packages = [{"name": str(p.get("name")), "version": str(p.get("version"))} for p in table]
     rows = [[p["name"], p["version"]] for p in packages]
     with contextlib.suppress(OSError):  # a read-only store still answers
-        atomic_write(cache, json.dumps({"stamp": stamp, "packages": rows}).encode())
+        data = json.dumps({"stamp": stamp, "packages": rows}).encode()
+        atomic_write(cache, data, make_parents=False)
     return packages
 
 

@@ -383,9 +383,12 @@ class _Known:
         return cls(names, kernels, notebooks)
 
 
-def describe_env(store: Store, env_id: str, *, known: _Known | None = None) -> dict[str, Any]:
+def describe_env(
+    store: Store, env_id: str, *, known: _Known | None = None, walk: bool = True
+) -> dict[str, Any]:
     """What `nbenv show` prints: a JSON-able summary of one env. Sizes come from the
-    store's size cache (walked once, then again only when the env changed)."""
+    store's size cache (walked once, then again only when the env changed); `walk=False`
+    gives None for a size not cached yet (the inspector measures those after showing)."""
     known = known or _Known.read(store)
     record = store.record(env_id)
     path = store.path(env_id)
@@ -396,7 +399,7 @@ def describe_env(store: Store, env_id: str, *, known: _Known | None = None) -> d
     packages = lock_packages(lock_path)
     if packages is None:
         lock_path, packages = None, []
-    size = store.cached_size(env_id)
+    size = store.cached_size(env_id, walk=walk)
     return {
         "env_id": env_id,
         "name": ", ".join(names) or None,  # aliases move; the record's name may be stale
@@ -410,22 +413,22 @@ def describe_env(store: Store, env_id: str, *, known: _Known | None = None) -> d
         "requirements": list(record.requirements),
         "indexes": list(record.indexes),
         "packages": packages,
-        "size": size.total,
-        "size_unique": size.unique,
+        "size": size.total if size else None,
+        "size_unique": size.unique if size else None,
         "created": record.created,
         "last_used": store.last_used(env_id),
         "notebooks": known.notebooks.get(env_id, []),
     }
 
 
-def describe_envs(store: Store | None = None) -> list[dict[str, Any]]:
+def describe_envs(store: Store | None = None, *, walk: bool = True) -> list[dict[str, Any]]:
     """Every env, most recently used first (`nbenv list`, the inspector)."""
     store = store or Store()
     known = _Known.read(store)
     rows = []
     for env_id in store.env_ids():
         try:
-            info = describe_env(store, env_id, known=known)
+            info = describe_env(store, env_id, known=known, walk=walk)
         except NbenvError:
             continue  # removed while we listed
         info["packages"] = len(info["packages"])

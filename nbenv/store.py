@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import filelock
 
@@ -226,13 +226,20 @@ class Store:
         return out
 
     # -- sizes, cached beside the record ---------------------------------------------------
-    def cached_size(self, env_id: str, *, refresh: bool = False) -> EnvSize:
+    @overload
+    def cached_size(self, env_id: str, *, refresh: bool = ...) -> EnvSize: ...
+    @overload
+    def cached_size(self, env_id: str, *, refresh: bool = ..., walk: bool) -> EnvSize | None: ...
+    def cached_size(
+        self, env_id: str, *, refresh: bool = False, walk: bool = True
+    ) -> EnvSize | None:
         """The env's size without walking its files, when the cached figure is current.
 
         Walked once (on first ask) and kept in `.nbenv-size.json` with a stamp: the mtime of
         the env's site-packages (installing or removing a package changes it) and the pid of
         the background bytecode compiler if it was still running (its .pyc files grow the
-        env: the figure is walked again once it has ended)."""
+        env: the figure is walked again once it has ended). `walk=False`: None rather than
+        a walk when no current figure is cached."""
         path = self.path(env_id)
         stamp = _stamp(path)
         if not refresh:
@@ -243,17 +250,19 @@ class Store:
                     return EnvSize(int(data["total"]), int(data["unique"]))
             except (OSError, ValueError, TypeError, KeyError, AttributeError):
                 pass
+        if not walk:
+            return None
         compiler = self._compiler(env_id)
         total, unique = self.size(env_id)
         data = {"total": total, "unique": unique, "stamp": stamp, "compiler": compiler}
         with contextlib.suppress(OSError):  # a read-only store still answers
-            atomic_write(path / _SIZE, json.dumps(data).encode())
+            atomic_write(path / _SIZE, json.dumps(data).encode(), make_parents=False)
         return EnvSize(total, unique)
 
     def compiling(self, env_id: str, pid: int) -> None:
         """Remember the env's bytecode compiler, so a size taken meanwhile is redone."""
         with contextlib.suppress(OSError):
-            atomic_write(self.path(env_id) / _COMPILING, str(pid).encode())
+            atomic_write(self.path(env_id) / _COMPILING, str(pid).encode(), make_parents=False)
 
     def _compiler(self, env_id: str) -> int | None:
         try:

@@ -409,3 +409,36 @@ def test_describe_envs_reads_kernelspecs_once(
     rows = describe_envs()
     assert len(rows) == 2 and {r["kind"] for r in rows} == {kind}
     assert len(calls) == 1
+
+
+def test_first_display_does_not_walk_then_sizes_fill_in(
+    index: IndexServer, fast_cache: Path
+) -> None:
+    from nbenv.inspector.widgets import InspectorApp
+
+    env = make(index, "--name", "fresh", "alpha")
+    assert not (env.path / ".nbenv-size.json").exists()  # nothing measured it yet
+    app = InspectorApp()
+    (row,) = app.data.rows
+    assert row.size is None and app.data.unmeasured == [env.record.env_id]
+    assert "measuring the size of 1" in app.header.value
+    assert "<td class=num>…</td>" in app.table.value
+    app.measure_sizes()
+    app.wait_for_sizes(60)
+    (row,) = app.data.rows
+    assert (row.size, row.size_unique) == Store().size(env.record.env_id)
+    assert "measuring" not in app.header.value and "…" not in app.table.value
+    # sorting and filtering redraw the same rows
+    app.filter.value = "nothing matches this"
+    assert app.select.options == () and "0 of 1" in app.header.value
+    app.filter.value = "fresh"
+    assert [v for _, v in app.select.options] == [env.record.env_id]
+
+
+def test_kernel_dirs_match_jupyter_client() -> None:
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    from nbenv.kernels import _kernel_dirs
+
+    expected = list(dict.fromkeys(os.path.realpath(d) for d in KernelSpecManager().kernel_dirs))
+    assert [os.path.realpath(d) for d in _kernel_dirs(())] == expected

@@ -42,4 +42,5 @@ def inspect(store: Store | None = None, *, display: bool = True) -> InspectorApp
     app = InspectorApp(store)
     if display:
         show(app)  # type: ignore[no-untyped-call]
+    app.measure_sizes()  # after the first display: sizes not cached yet fill in
     return app

@@ -42,6 +42,10 @@ def _e(value: object) -> str:
     return html.escape("-" if value in (None, "") else str(value))
 
 
+def _size(value: int | None) -> str:
+    return "…" if value is None else format_bytes(value)
+
+
 def _row_cells(row: EnvRow, now: float) -> list[tuple[str, bool]]:
     notebooks = "<br>".join(_e(n) for n in row.notebooks) or "-"
     return [
@@ -50,8 +54,8 @@ def _row_cells(row: EnvRow, now: float) -> list[tuple[str, bool]]:
         (_e(row.kind), False),
         (_e(row.python), False),
         (str(row.packages), True),
-        (format_bytes(row.size), True),
-        (format_bytes(row.size_unique), True),
+        (_size(row.size), True),
+        (_size(row.size_unique), True),
         (_e(ago(row.created, now)), False),
         (_e(ago(row.last_used, now)), False),
         (notebooks, False),
@@ -139,8 +143,7 @@ def _facts(detail: EnvDetail) -> str:
         ("Path", f"<code>{_e(row.path)}</code>"),
         ("Asked for", _e(" ".join(row.requirements) or "(a lock file)")),
         ("Indexes", _e(", ".join(detail.indexes))),
-        ("Size", f"{format_bytes(row.size)} on disk; removing it frees "
-                 f"{format_bytes(row.size_unique)}"),
+        ("Size", f"{_size(row.size)} on disk; removing it frees {_size(row.size_unique)}"),
         ("Created", _e(ago(row.created))),
         ("Last used", _e(ago(row.last_used))),
         ("Kernel", _e(row.kernel_display_name) + (f" (<code>{_e(row.kernel)}</code>)"

@@ -40,8 +40,8 @@ class EnvRow:
     kind: str
     python: str
     packages: int
-    size: int  # bytes on disk, each hardlinked file once
-    size_unique: int  # what removing it frees
+    size: int | None  # bytes on disk, each hardlinked file once (None: not measured yet)
+    size_unique: int | None  # what removing it frees
     created: float
     last_used: float
     notebooks: tuple[str, ...]
@@ -59,8 +59,8 @@ class EnvRow:
             kind=str(info.get("kind", "pypi")),
             python=str(info.get("python", "")),
             packages=packages if isinstance(packages, int) else len(packages),
-            size=int(info.get("size", 0)),
-            size_unique=int(info.get("size_unique", 0)),
+            size=_int_or_none(info.get("size")),
+            size_unique=_int_or_none(info.get("size_unique")),
             created=float(info.get("created", 0.0)),
             last_used=float(info.get("last_used", 0.0)),
             notebooks=tuple(info.get("notebooks", ())),
@@ -84,12 +84,16 @@ class EnvRow:
         return all(word in haystack for word in query.lower().split())
 
 
+def _int_or_none(value: object) -> int | None:
+    return int(value) if isinstance(value, int | float) else None
+
+
 # label -> (key, descending by default)
 SORT_KEYS: dict[str, tuple[Callable[[EnvRow], Any], bool]] = {
     "last used": (lambda r: r.last_used, True),
     "name": (lambda r: (r.name is None, (r.name or r.env_id).lower()), False),
-    "size": (lambda r: r.size, True),
-    "frees": (lambda r: r.size_unique, True),
+    "size": (lambda r: -1 if r.size is None else r.size, True),
+    "frees": (lambda r: -1 if r.size_unique is None else r.size_unique, True),
     "packages": (lambda r: r.packages, True),
     "created": (lambda r: r.created, True),
     "python": (lambda r: tuple(int(p) for p in r.python.split(".") if p.isdigit()), True),
@@ -111,23 +115,41 @@ class Overview:
 
     @property
     def frees(self) -> int:
-        return sum(r.size_unique for r in self.rows)
+        return sum(r.size_unique or 0 for r in self.rows)
+
+    @property
+    def unmeasured(self) -> list[str]:
+        """Env ids whose size is not known yet."""
+        return [r.env_id for r in self.rows if r.size is None]
 
     def summary(self, shown: int | None = None) -> str:
         count = len(self.rows)
         if not count:
             return "no environments yet: declare one with %%pypi, or `nbenv create SPEC...`"
         part = f"{shown} of {count}" if shown is not None and shown != count else str(count)
+        pending = len(self.unmeasured)
+        measuring = f"; measuring the size of {pending}…" if pending else ""
         return (
             f"{part} environment{'s' if count != 1 else ''}; removing all would free "
-            f"{format_bytes(self.frees)} (the shared wheel cache keeps the rest)"
+            f"{format_bytes(self.frees)} (the shared wheel cache keeps the rest){measuring}"
         )
 
 
-def overview(store: Store | None = None) -> Overview:
+def overview(store: Store | None = None, *, walk: bool = True) -> Overview:
+    """Every env (`describe_envs`, as `nbenv list`); `walk=False` leaves the sizes not
+    cached yet as None instead of measuring them first."""
     from nbenv.envs import describe_envs
 
-    return Overview(tuple(EnvRow.from_description(r) for r in describe_envs(store or Store())))
+    rows = describe_envs(store or Store(), walk=walk)
+    return Overview(tuple(EnvRow.from_description(r) for r in rows))
+
+
+def measure(env_ids: Sequence[str], store: Store | None = None) -> None:
+    """Measure and cache the sizes of these envs (what `overview(walk=False)` left out)."""
+    store = store or Store()
+    for env_id in env_ids:
+        if store.exists(env_id):
+            store.cached_size(env_id)
 
 
 @dataclass(frozen=True)
@@ -197,8 +219,9 @@ def plan_remove(row: EnvRow, store: Store | None = None) -> Plan:
         gone = f" and kernel {', '.join(kernels)}" if kernels else ""
         return f"Removed environment {row.label} ({row.env_id}){gone}."
 
+    frees = format_bytes(row.size_unique) if row.size_unique is not None else "its files"
     return Plan("remove", f"Remove environment {row.label} ({row.env_id}){kernel}? It frees "
-                f"{format_bytes(row.size_unique)}{uses}.", run)  # fmt: skip
+                f"{frees}{uses}.", run)  # fmt: skip
 
 
 def plan_gc(store: Store | None = None, older_than_days: float | None = None) -> Plan:

@@ -3,13 +3,16 @@
 (remove, clean up, register/unregister kernel, export, upgrade).
 
 Widgets hold no data of their own: every view is redrawn from nbenv.inspector.model, which
-asks the core. The first display builds only the list; an env's detail is built when it is
-chosen, so opening the inspector stays fast with many envs.
+asks the core. The first display builds only the list, from cached figures; sizes not
+measured yet show as "…" and are measured in a background thread after the display (then
+cached in the store); an env's detail is built when it is chosen. So opening the inspector
+stays fast with many envs.
 """
 
 from __future__ import annotations
 
 import html
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ from nbenv.inspector.model import (
     env_detail,
     export_formats,
     export_text,
+    measure,
     overview,
     plan_gc,
     plan_kernel,
@@ -46,9 +50,11 @@ class InspectorApp:
 
     def __init__(self, store: Store | None = None, data: Overview | None = None) -> None:
         self.store = store or Store()
-        self.data = data or overview(self.store)
+        self.data = data or overview(self.store, walk=False)
         self.detail: EnvDetail | None = None
         self.pending: Plan | None = None
+        self._lock = threading.RLock()  # the size thread redraws too
+        self._measuring: threading.Thread | None = None
 
         self.header = w.HTML()
         self.filter = w.Text(placeholder="filter: name, id, package, notebook, kernel",
@@ -139,6 +145,10 @@ class InspectorApp:
         return self.data.view(self.filter.value, self.sort.value, self.descending.value)
 
     def _redraw_list(self) -> None:
+        with self._lock:
+            self._redraw_list_locked()
+
+    def _redraw_list_locked(self) -> None:
         rows = self.rows()
         self.header.value = f"<b>nbenv</b>: {html.escape(self.data.summary(shown=len(rows)))}"
         self.table.value = (
@@ -156,9 +166,32 @@ class InspectorApp:
 
     def refresh(self) -> None:
         """Read the store again (after an action, or a change made elsewhere)."""
-        self.data = overview(self.store)
-        self._redraw_list()
-        self._show_env()
+        with self._lock:
+            self.data = overview(self.store, walk=False)
+            self._redraw_list()
+            self._show_env()
+        self.measure_sizes()
+
+    def measure_sizes(self) -> None:
+        """Measure the sizes not cached yet in a background thread, then redraw the list."""
+        with self._lock:
+            pending = self.data.unmeasured
+            if not pending or (self._measuring and self._measuring.is_alive()):
+                return
+
+            def work() -> None:
+                measure(pending, self.store)
+                with self._lock:
+                    self.data = overview(self.store, walk=False)
+                    self._redraw_list()
+
+            self._measuring = threading.Thread(target=work, name="nbenv-sizes", daemon=True)
+            self._measuring.start()
+
+    def wait_for_sizes(self, timeout: float | None = None) -> None:
+        thread = self._measuring
+        if thread is not None:
+            thread.join(timeout)
 
     # -- one env ------------------------------------------------------------------------------
     def _show_env(self) -> None:
