@@ -12,7 +12,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-import filelock
 from packaging.requirements import Requirement
 
 from nbenv.envinfo import lock_packages
@@ -226,6 +225,8 @@ def ensure_kernel(
     # Two processes creating the same env both get here: one installs, the other reuses it
     # (KernelSpecManager's copy fails when another process writes the same directory).
     store.home.mkdir(parents=True, exist_ok=True)
+    import filelock  # here: listing envs never needs it
+
     with filelock.FileLock(str(store.home / f".kernel-{kname}.lock")):
         found = current()
         if found is not None:

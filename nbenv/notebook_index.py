@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import filelock
-
 from nbenv.files import atomic_write
 from nbenv.paths import nbenv_home
 
@@ -70,6 +68,8 @@ def _update(home: Path | None, lock: Path, env_ids: Iterable[str], *, add: bool)
     where = _record_path(home, lock)
     with contextlib.suppress(OSError):  # a read-only store must not fail a build
         where.parent.mkdir(parents=True, exist_ok=True)
+        import filelock
+
         with filelock.FileLock(str(where) + ".lock", timeout=30):
             old = _read(where) if add else None
             ids = set(env_ids) | (set(old["env_ids"]) if old else set())

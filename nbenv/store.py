@@ -27,8 +27,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, overload
 
-import filelock
-
 from nbenv.errors import NbenvError, UsageError
 from nbenv.files import atomic_write
 from nbenv.paths import nbenv_home
@@ -155,6 +153,8 @@ class Store:
         """Hold the env's build lock. Yields a fresh build dir, or None if the env exists
         (another process may just have built it while we waited for the lock)."""
         self.envs.mkdir(parents=True, exist_ok=True)
+        import filelock  # here: listing envs never needs it
+
         with filelock.FileLock(str(self.envs / f".{env_id}.lock")):
             if self.exists(env_id):
                 yield None
@@ -209,6 +209,8 @@ class Store:
     def leftovers(self) -> list[Path]:
         """Build and trash dirs from killed processes: a build dir is only ever made under
         its env's lock, so one whose lock nobody holds is dead."""
+        import filelock
+
         if not self.envs.is_dir():
             return []
         out = []

@@ -69,43 +69,14 @@ class InspectorApp:
         self.table = w.HTML()
         self.select = w.Dropdown(description="env", options=[], value=None,
                                  layout=w.Layout(width="36em"))  # fmt: skip
-        self.facts = w.HTML()
-        self.packages = w.HTML()
-        self.why_select = w.Dropdown(description="why is", options=[], value=None)
-        self.why = w.HTML()
-        self.tree = w.HTML()
-        self.lock = w.Textarea(disabled=True, layout=w.Layout(width="100%", height="18em"))
-        self.outdated_button = w.Button(description="Check for updates", icon="search")
-        self.outdated = w.HTML()
-        self.export_format = w.Dropdown(options=list(export_formats()), description="format")
-        self.export_button = w.Button(description="Export", icon="download")
-        self.export_path = w.Text(placeholder="save to (optional): path/to/file")
-        self.export_text = w.Textarea(disabled=True,
-                                      layout=w.Layout(width="100%", height="14em"))  # fmt: skip
-        self.tabs = w.Tab(
-            children=[
-                self.packages,
-                w.VBox([self.why_select, self.why, self.tree]),
-                self.lock,
-                w.VBox([self.outdated_button, self.outdated]),
-                w.VBox([w.HBox([self.export_format, self.export_button, self.export_path]),
-                        self.export_text]),
-            ],
-            titles=("Packages", "Why is it here", "Lock", "Outdated", "Export"),
-        )  # fmt: skip
-        self.buttons = {
-            "remove": w.Button(description="Remove…", icon="trash", button_style="danger"),
-            "kernel": w.Button(description="Register kernel…", icon="plug"),
-            "upgrade": w.Button(description="Upgrade…", icon="arrow-up"),
-        }
         self.question = w.HTML()
         self.confirm_button = w.Button(description="Confirm", button_style="danger")
         self.cancel_button = w.Button(description="Cancel")
         self.confirm_box = w.HBox([self.question, self.confirm_button, self.cancel_button],
                                   layout=w.Layout(display="none"))  # fmt: skip
         self.status = w.HTML()
-        self.detail_box = w.VBox([self.facts, w.HBox(list(self.buttons.values())), self.tabs],
-                                 layout=w.Layout(display="none"))  # fmt: skip
+        self.detail_box = w.VBox([], layout=w.Layout(display="none"))  # built on first use
+        self.buttons: dict[str, Any] = {}
         self.widget = w.VBox(
             [
                 self.header,
@@ -126,12 +97,6 @@ class InspectorApp:
         self.refresh_button.on_click(lambda _: self.refresh())
         self.gc_button.on_click(lambda _: self._ask(plan_gc(self.store)))
         self.select.observe(lambda _: self._show_env(), "value")
-        self.why_select.observe(lambda _: self._show_why(), "value")
-        self.outdated_button.on_click(lambda _: self._check_outdated())
-        self.export_button.on_click(lambda _: self._export())
-        self.buttons["remove"].on_click(lambda _: self._ask_for_row(plan_remove))
-        self.buttons["kernel"].on_click(lambda _: self._ask_for_row(plan_kernel))
-        self.buttons["upgrade"].on_click(lambda _: self._ask_for_row(plan_upgrade))
         self.confirm_button.on_click(lambda _: self.confirm())
         self.cancel_button.on_click(lambda _: self.cancel())
         self._redraw_list()
@@ -194,6 +159,50 @@ class InspectorApp:
             thread.join(timeout)
 
     # -- one env ------------------------------------------------------------------------------
+    def _build_detail(self) -> None:
+        """The one-env pane: made when an env is first chosen, not at the first display
+        (half the widgets, each a comm message to the front end)."""
+        if self.detail_box.children:
+            return
+        self.facts = w.HTML()
+        self.packages = w.HTML()
+        self.why_select = w.Dropdown(description="why is", options=[], value=None)
+        self.why = w.HTML()
+        self.tree = w.HTML()
+        self.lock = w.Textarea(disabled=True, layout=w.Layout(width="100%", height="18em"))
+        self.outdated_button = w.Button(description="Check for updates", icon="search")
+        self.outdated = w.HTML()
+        self.export_format = w.Dropdown(options=list(export_formats()), description="format")
+        self.export_button = w.Button(description="Export", icon="download")
+        self.export_path = w.Text(placeholder="save to (optional): path/to/file")
+        self.export_text = w.Textarea(disabled=True,
+                                      layout=w.Layout(width="100%", height="14em"))  # fmt: skip
+        self.tabs = w.Tab(
+            children=[
+                self.packages,
+                w.VBox([self.why_select, self.why, self.tree]),
+                self.lock,
+                w.VBox([self.outdated_button, self.outdated]),
+                w.VBox([w.HBox([self.export_format, self.export_button, self.export_path]),
+                        self.export_text]),
+            ],
+            titles=("Packages", "Why is it here", "Lock", "Outdated", "Export"),
+        )  # fmt: skip
+        self.buttons.update(
+            {
+                "remove": w.Button(description="Remove…", icon="trash", button_style="danger"),
+                "kernel": w.Button(description="Register kernel…", icon="plug"),
+                "upgrade": w.Button(description="Upgrade…", icon="arrow-up"),
+            }
+        )
+        self.why_select.observe(lambda _: self._show_why(), "value")
+        self.outdated_button.on_click(lambda _: self._check_outdated())
+        self.export_button.on_click(lambda _: self._export())
+        self.buttons["remove"].on_click(lambda _: self._ask_for_row(plan_remove))
+        self.buttons["kernel"].on_click(lambda _: self._ask_for_row(plan_kernel))
+        self.buttons["upgrade"].on_click(lambda _: self._ask_for_row(plan_upgrade))
+        self.detail_box.children = [self.facts, w.HBox(list(self.buttons.values())), self.tabs]
+
     def _show_env(self) -> None:
         env_id = self.select.value
         if env_id is None or not self.store.exists(env_id):
@@ -205,6 +214,7 @@ class InspectorApp:
         except NbenvError as exc:
             self._say(str(exc), error=True)
             return
+        self._build_detail()
         self.facts.value = views.STYLE + "<div class='nbenv-inspect'>" + views.facts_html(
             detail
         ) + "</div>"  # fmt: skip
