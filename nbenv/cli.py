@@ -539,6 +539,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `nbenv show x | head`: the reader left, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:  # a path the user gave that cannot be read or written
+        _close(reporter)
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {redact(exc.strerror or str(exc))}{redact(where)}", file=sys.stderr)
+        return 1
     finally:
         _close(reporter)
 

@@ -258,7 +258,7 @@ def _build(
     from packaging.tags import Tag
 
     from nbenv.fetch import Artifact, Fetcher
-    from nbenv.install import install_wheels
+    from nbenv.install import Unpacker, install_wheels
     from nbenv.resolve.sdist import build_wheel_from_sdist
     from nbenv.venv import create_venv
     from nbenv.wheelcache import WheelToInstall
@@ -278,26 +278,40 @@ def _build(
             raise NbenvError(f"{package.name}: the lock has no sha256 for {dist.name}")
         artifacts.append(Artifact(dist.name or dist.url.rsplit("/", 1)[-1], dist.url, sha,
                                   dist.size))  # fmt: skip
-    reporter.stage("downloading")
-    paths = Fetcher(client, cache, reporter=reporter).fetch(artifacts)
-    steps.append(("fetch", time.perf_counter() - t0))
-    wheels = []
-    for artifact in artifacts:
-        path = paths[artifact.sha256]
-        if artifact.filename.endswith(".whl"):
-            wheels.append(WheelToInstall(path, artifact.sha256, verified=True))
-            continue
-        built = build_wheel_from_sdist(
-            path, cache, sdist_sha256=artifact.sha256, indexes=(), python=str(interpreter.path),
-            reporter=reporter,
-        )  # fmt: skip
-        wheels.append(WheelToInstall(built, sha256_file(built), verified=True))
-    t1 = time.perf_counter()
-    reporter.stage("creating environment")
+    # The venv first (it is quick), then every wheel unpacked as soon as it is downloaded:
+    # the small ones unpack while the big ones still arrive.
     create_venv(interpreter.path, build, final_dir=final)
-    install_wheels(
-        build, wheels, cache_root=cache, link_mode=link_mode, reporter=reporter, final_dir=final
-    )
+    with Unpacker(cache) as unpacker:
+
+        def unpack_early(artifact: Artifact, path: Path) -> None:
+            if artifact.filename.endswith(".whl"):
+                unpacker.submit(WheelToInstall(path, artifact.sha256, verified=True))
+
+        reporter.stage("downloading")
+        paths = Fetcher(client, cache, reporter=reporter).fetch(artifacts, on_ready=unpack_early)
+        steps.append(("fetch", time.perf_counter() - t0))
+        wheels = []
+        for artifact in artifacts:
+            path = paths[artifact.sha256]
+            if artifact.filename.endswith(".whl"):
+                wheels.append(WheelToInstall(path, artifact.sha256, verified=True))
+                continue
+            built = build_wheel_from_sdist(
+                path, cache, sdist_sha256=artifact.sha256, indexes=(),
+                python=str(interpreter.path), reporter=reporter,
+            )  # fmt: skip
+            wheels.append(WheelToInstall(built, sha256_file(built), verified=True))
+        t1 = time.perf_counter()
+        reporter.stage("creating environment")
+        install_wheels(
+            build,
+            wheels,
+            cache_root=cache,
+            link_mode=link_mode,
+            reporter=reporter,
+            final_dir=final,
+            unpacker=unpacker,
+        )
     (build / LOCK_FILE).write_text(lock.dumps())
     steps.append(("install", time.perf_counter() - t1))
 

@@ -17,7 +17,7 @@ import hashlib
 import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,8 +116,18 @@ class Fetcher:
             return None
         return path if artifact.size is None or size == artifact.size else None
 
-    def fetch(self, artifacts: Sequence[Artifact]) -> dict[str, Path]:
-        """sha256 -> verified local path for every artifact, downloading what is missing."""
+    def fetch(
+        self,
+        artifacts: Sequence[Artifact],
+        *,
+        on_ready: Callable[[Artifact, Path], None] | None = None,
+    ) -> dict[str, Path]:
+        """sha256 -> verified local path for every artifact, downloading what is missing.
+
+        `on_ready(artifact, path)` is called once per file as soon as it is verified (cached
+        files first, then from the download threads), so the caller can start using early
+        files while the big ones still arrive."""
+        ready = on_ready or (lambda artifact, path: None)
         unique: dict[str, Artifact] = {}
         for artifact in artifacts:
             unique.setdefault(artifact.sha256, artifact)  # same bytes: one file, one download
@@ -129,6 +139,7 @@ class Fetcher:
                 missing.append(artifact)
             else:
                 found[sha] = path
+                ready(artifact, path)
         self.reporter.cached(_STAGE, len(found), len(unique))
         if not missing:
             return found
@@ -142,7 +153,7 @@ class Fetcher:
         order = sorted(missing, key=lambda a: -(a.size or 0))
         cancel = threading.Event()
         with ThreadPoolExecutor(min(self.workers, len(order)), "nbenv-fetch") as pool:
-            futures = {pool.submit(self._fetch_one, a, progress, cancel): a for a in order}
+            futures = {pool.submit(self._fetch_one, a, progress, cancel, ready): a for a in order}
             try:
                 wait(futures, return_when=FIRST_EXCEPTION)
             finally:
@@ -160,7 +171,18 @@ class Fetcher:
 
     # -- one file --------------------------------------------------------------------------
 
-    def _fetch_one(self, artifact: Artifact, progress: _Progress, cancel: threading.Event) -> Path:
+    def _fetch_one(
+        self,
+        artifact: Artifact,
+        progress: _Progress,
+        cancel: threading.Event,
+        ready: Callable[[Artifact, Path], None],
+    ) -> Path:
+        path = self._obtain(artifact, progress, cancel)
+        ready(artifact, path)
+        return path
+
+    def _obtain(self, artifact: Artifact, progress: _Progress, cancel: threading.Event) -> Path:
         final = self.path_for(artifact)
         final.parent.mkdir(parents=True, exist_ok=True)
         lock = filelock.FileLock(str(final.parent / ".lock"))

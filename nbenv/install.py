@@ -11,11 +11,13 @@ and discards it (see nbenv.store).
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import TypeVar
 
 import installer
@@ -28,18 +30,57 @@ from nbenv.report import NullReporter, Reporter
 from nbenv.venv import Layout, env_python, query_layout
 from nbenv.wheelcache import INSTALL_TIME_FILES, UnpackedWheel, WheelCache, WheelToInstall
 
-__all__ = ["InstallReport", "install_wheels"]
+__all__ = ["InstallReport", "Unpacker", "install_wheels"]
 
 _INSTALLER = b"nbenv\n"
 # Linking is one short syscall per file under the GIL: more threads only contend. Measured
 # (8,078 files, 37 wheels, warm cache): 1 thread 0.27 s, 2: 0.25 s, 4: 0.34 s, 8: 0.41 s.
 # Unpacking (zlib, hashing, big writes: the GIL is released) uses every worker.
 _LINK_WORKERS = 2
+# Unpacking is bound by file creation on this kind of disk (ext4 on a VM: ~0.1-0.5 ms per
+# new file, serialised in the kernel), so a few threads overlap the zlib and hashing work
+# and more only queue.
+_UNPACK_WORKERS = 4
 _STAGE_UNPACK = "unpacking wheels"
 _STAGE_INSTALL = "installing wheels"
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
+
+
+class Unpacker:
+    """Wheels unpacked into the cache on threads as they become available, e.g. from a
+    download callback while bigger files still arrive, so unpacking overlaps the network.
+    Each wheel (by sha256) is unpacked once however often it is submitted."""
+
+    def __init__(self, cache_root: Path, *, workers: int = _UNPACK_WORKERS) -> None:
+        self.cache = WheelCache(cache_root)
+        self._pool = ThreadPoolExecutor(max(1, workers), "nbenv-unpack")
+        self._futures: dict[str, Future[tuple[UnpackedWheel, bool]]] = {}
+        self._lock = threading.Lock()
+
+    def submit(self, wheel: WheelToInstall) -> Future[tuple[UnpackedWheel, bool]]:
+        with self._lock:
+            future = self._futures.get(wheel.sha256)
+            if future is None:
+                future = self._pool.submit(self.cache.get, wheel)
+                self._futures[wheel.sha256] = future
+            return future
+
+    def close(self, *, cancel: bool = False) -> None:
+        """Wait for the unpacks under way (each is atomic); `cancel` drops queued ones."""
+        self._pool.shutdown(wait=True, cancel_futures=cancel)
+
+    def __enter__(self) -> Unpacker:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close(cancel=kind is not None)
 
 
 @dataclass(frozen=True)
@@ -62,14 +103,15 @@ def install_wheels(
     reporter: Reporter | None = None,
     workers: int = 8,
     final_dir: Path | None = None,
+    unpacker: Unpacker | None = None,
 ) -> InstallReport:
     """Install `wheels` into the venv at `env_dir`; the env is usable on return.
 
     Regular files are hardlinks of the unpacked cache (`auto` copies when the filesystems
     differ, `hardlink` raises then, `copy` always copies). `final_dir`, when the caller will
-    rename the env, is what scripts' shebangs name. `workers` threads unpack wheels new to
-    the cache. Compile bytecode after, with `compile_bytecode`, once the env is in its final
-    place.
+    rename the env, is what scripts' shebangs name. Wheels new to the cache are unpacked by
+    `unpacker` (which may have started on them already), else by one made here. Compile
+    bytecode after, with `compile_bytecode`, once the env is in its final place.
     """
     started = time.perf_counter()
     if link_mode not in ("auto", "hardlink", "copy"):
@@ -81,8 +123,11 @@ def install_wheels(
     interpreter = str(Path(os.path.abspath(final_dir or env_dir)) / python.relative_to(env_dir))
     unique = _dedupe(wheels)
 
-    cache = WheelCache(cache_root)
-    got = _parallel(cache.get, unique, workers, report, _STAGE_UNPACK)
+    if unpacker is None:
+        with Unpacker(cache_root, workers=min(workers, _UNPACK_WORKERS)) as own:
+            got = _gather([own.submit(wheel) for wheel in unique], report, _STAGE_UNPACK)
+    else:
+        got = _gather([unpacker.submit(wheel) for wheel in unique], report, _STAGE_UNPACK)
     unpacked = [wheel for wheel, _ in got]
     shared = _check_conflicts(layout, unpacked)
 
@@ -181,6 +226,16 @@ def _install_one(
     except OSError as exc:
         raise InstallError(f"Installing {unpacked.filename} failed: {exc}") from exc
     return destination.tally
+
+
+def _gather(futures: Sequence[Future[_R]], reporter: Reporter, stage: str) -> list[_R]:
+    """The futures' results in order, reporting progress as they complete; the first
+    failure is raised (the caller's executor cancels the rest)."""
+    reporter.stage(stage)
+    for done, future in enumerate(as_completed(futures), start=1):
+        future.result()
+        reporter.progress(stage, done, len(futures))
+    return [future.result() for future in futures]
 
 
 def _parallel(

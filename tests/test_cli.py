@@ -105,6 +105,21 @@ def test_errors_are_one_clear_line_not_a_traceback(index: IndexServer) -> None:
     assert "Traceback" not in missing.stderr
 
 
+def test_an_output_path_that_cannot_be_written_is_one_clear_line(
+    index: IndexServer, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file where a directory is wanted\n")
+    out = nbenv("lock", "alpha", "--index-url", index.url, "-o", str(blocker / "pylock.toml"))
+    assert out.returncode == 1
+    assert out.stderr.startswith("error: File exists: ") or out.stderr.startswith(
+        "error: Not a directory: "
+    ), out.stderr
+    assert str(blocker) in out.stderr
+    assert "Traceback" not in out.stderr
+    assert blocker.read_text() == "a file where a directory is wanted\n"
+
+
 def test_credentials_never_reach_output_or_lock(auth_index: IndexServer, tmp_path: Path) -> None:
     url = auth_index.url.replace("://", "://alice:s3cret@")
     target = tmp_path / "pylock.toml"

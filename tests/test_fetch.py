@@ -143,6 +143,27 @@ def test_cached_files_are_not_downloaded_again(
     assert reporter.cached_calls == [("downloading", 2, 2)]  # the same file twice: one item
 
 
+def test_each_file_is_handed_over_as_soon_as_it_is_ready(
+    index: IndexServer, universe: Universe, client: HttpClient, cache: Path
+) -> None:
+    cached, slow = artifact(index, universe, ALPHA), artifact(index, universe, BETA)
+    Fetcher(client, cache).fetch([cached])
+    index.latency = 0.5
+    seen: list[tuple[str, Path, float]] = []
+    started = time.monotonic()
+
+    def ready(item: Artifact, path: Path) -> None:
+        seen.append((item.filename, path, time.monotonic() - started))
+
+    paths = Fetcher(client, cache).fetch([slow, cached], on_ready=ready)
+
+    assert [(name, path) for name, path, _ in seen] == [
+        (ALPHA, paths[cached.sha256]),  # cached: at once, before the download starts
+        (BETA, paths[slow.sha256]),
+    ]
+    assert seen[0][2] < 0.25 <= seen[1][2]
+
+
 def test_a_cached_file_of_the_wrong_size_is_fetched_again(
     index: IndexServer, universe: Universe, client: HttpClient, cache: Path
 ) -> None:

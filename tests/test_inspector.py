@@ -52,7 +52,7 @@ def test_overview_rows_filter_and_sort(index: IndexServer, fast_cache: Path) -> 
     assert [r.label for r in view.view("ml")] == ["ml"]
     assert [r.env_id for r in view.view("beta")] == [plain.record.env_id]
     assert view.view("no such thing") == []
-    assert [r.label for r in view.view(sort="name")][0] == "ml"  # named before unnamed
+    assert view.view(sort="name")[0].label == "ml"  # named before unnamed
     smallest_first = view.view(sort="size", descending=False)
     assert smallest_first[0].size <= smallest_first[1].size
     assert "2 environments" in view.summary()
@@ -166,9 +166,7 @@ def test_packages_required_by_and_why(index: IndexServer, fast_cache: Path) -> N
     ]  # fmt: skip
 
 
-def test_remove_and_kernel_plans_change_the_store(
-    env_index: IndexServer, fast_cache: Path
-) -> None:
+def test_remove_and_kernel_plans_change_the_store(env_index: IndexServer, fast_cache: Path) -> None:
     env = make(env_index, "--name", "doomed", "alpha", kernel=True)
     row = next(r for r in overview().rows if r.env_id == env.record.env_id)
     assert row.kernel_display_name and "doomed" in row.kernel_display_name
@@ -191,9 +189,7 @@ def test_remove_and_kernel_plans_change_the_store(
     assert [s for s in nbenv_kernelspecs() if s.env_id == env.record.env_id] == []
 
 
-def test_gc_plan_says_what_would_go_then_does_it(
-    env_index: IndexServer, fast_cache: Path
-) -> None:
+def test_gc_plan_says_what_would_go_then_does_it(env_index: IndexServer, fast_cache: Path) -> None:
     import shutil
 
     env = make(env_index, "alpha", kernel=True)

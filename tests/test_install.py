@@ -29,7 +29,7 @@ from nbenv.errors import (
     InvalidWheelError,
     UnsafeWheelError,
 )
-from nbenv.install import install_wheels
+from nbenv.install import Unpacker, install_wheels
 from nbenv.venv import compile_bytecode, create_venv, env_python
 from nbenv.wheelcache import WheelCache, WheelToInstall
 
@@ -406,6 +406,38 @@ def test_concurrent_requests_unpack_a_wheel_once(wheel_dir: Path, cache_root: Pa
         thread.join()
     assert sorted(results) == [False, False, False, True]
     assert not list(cache.root.glob(".tmp-*"))
+
+
+def test_an_unpacker_unpacks_each_wheel_once_and_install_uses_its_work(
+    tmp_path: Path, wheel_dir: Path, cache_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wheel = alpha_wheel(wheel_dir)
+    calls: list[str] = []
+    real_unpack = wheelcache_module._unpack
+
+    def counting_unpack(item: WheelToInstall, home: Path) -> object:
+        calls.append(item.sha256)
+        return real_unpack(item, home)
+
+    monkeypatch.setattr(wheelcache_module, "_unpack", counting_unpack)
+    env = make_env(tmp_path, "early")
+    with Unpacker(cache_root) as unpacker:
+        early = unpacker.submit(wheel)  # as a download callback does
+        assert unpacker.submit(wheel) is early
+        report = install_wheels(env, [wheel], cache_root=cache_root, unpacker=unpacker)
+    assert calls == [wheel.sha256]
+    assert report.unpacked == 1 and report.linked >= 5
+    assert (site_packages(env) / "alpha" / "cli.py").is_file()
+
+
+def test_an_unpack_failure_from_the_unpacker_is_raised_by_install(
+    tmp_path: Path, wheel_dir: Path, cache_root: Path
+) -> None:
+    wheel = alpha_wheel(wheel_dir)
+    wrong = WheelToInstall(wheel.path, "0" * 64)
+    with Unpacker(cache_root) as unpacker, pytest.raises(InvalidWheelError, match="sha256"):
+        install_wheels(make_env(tmp_path, "bad"), [wrong], cache_root=cache_root,
+                       unpacker=unpacker)  # fmt: skip
 
 
 def test_a_wrong_sha256_is_refused_and_caches_nothing(wheel_dir: Path, cache_root: Path) -> None:
