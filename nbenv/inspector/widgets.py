@@ -64,7 +64,7 @@ class InspectorApp:
         self.descending = w.ToggleButton(value=True, description="descending", icon="sort-down",
                                          layout=w.Layout(width="9em"))  # fmt: skip
         self.refresh_button = w.Button(description="Refresh", icon="refresh")
-        self.gc_button = w.Button(description="Clean up…", icon="broom",
+        self.gc_button = w.Button(description="Clean up…", icon="eraser",
                                   tooltip="orphaned kernels, killed builds")  # fmt: skip
         self.table = w.HTML()
         self.select = w.Dropdown(description="env", options=[], value=None,
