@@ -242,6 +242,26 @@ def test_progress_state_lines() -> None:
     assert state.fraction() == 0.5
     installing = ProgressState(phase="installing wheels", done=2, total=5, elapsed=0.5)
     assert installing.line() == "nbenv: installing wheels · 2/5 packages · 0.5 s"
+    seen: list[str] = []
+    live = ProgressDisplay("callback", clock=lambda: now[0], callback=seen.append)
+    live.cached("downloading", 1, 4)
+    live.stage("resolving")
+    live.progress("fetching", 2, 7)  # within 0.1 s of the last draw: not drawn
+    now[0] = 0.2
+    live.progress("fetching", 3, 7)  # metadata, shown under its phase
+    now[0] = 1.0
+    live.stage("downloading")
+    live.progress("downloading", 1024, 2048)  # throttled
+    now[0] = 1.5
+    live.progress("downloading", 2048, 2048)  # the end of a phase is always drawn
+    assert live.finish("env x ready") == "nbenv: env x ready (1.5 s, 1 of 4 downloads cached)"
+    assert seen == [
+        "nbenv: resolving · 0.0 s",
+        "nbenv: resolving · fetching metadata 3/7 · 0.2 s",
+        "nbenv: downloading · 1.0 s",
+        "nbenv: downloading · 2.0 KB / 2.0 KB, 2.0 KB/s · 1.5 s",
+        "nbenv: env x ready (1.5 s, 1 of 4 downloads cached)",
+    ]
 
 
 def test_terminal_ipython_gets_a_text_bar_and_the_summary() -> None:
@@ -438,3 +458,29 @@ def test_kernel_dirs_match_jupyter_client() -> None:
 
     expected = list(dict.fromkeys(os.path.realpath(d) for d in KernelSpecManager().kernel_dirs))
     assert [os.path.realpath(d) for d in _kernel_dirs(())] == expected
+
+
+def test_app_outdated_check_then_upgrade_after_confirmation(
+    index: IndexServer, fast_cache: Path, tmp_path: Path
+) -> None:
+    from nbenv.inspector.widgets import InspectorApp
+
+    env = make(index, "--name", "g", "gamma")
+    index.add(build_wheel(tmp_path / "new", "gamma", "1.5"))
+    app = InspectorApp()
+    app.select.value = env.record.env_id
+    assert "gamma 1.1" in app.tree.value and 'name = "gamma"' in app.lock.value
+    app.outdated_button.click()
+    assert "<code>gamma 1.1 -&gt; 1.5</code>" in app.outdated.value
+    app.buttons["upgrade"].click()
+    assert Store().alias("g") == env.record.env_id  # asked, not done
+    assert "Resolve g&#x27;s requirements again" in app.question.value
+    app.confirm_button.click()
+    new = Store().alias("g")
+    assert new != env.record.env_id and Store().exists(new)
+    assert app.status.value.startswith(f"Built {new} with the newest versions")
+    assert {r.env_id for r in app.data.rows} == {env.record.env_id, new}
+    app.cancel()  # nothing pending: harmless
+    app.buttons["remove"].click()
+    app.cancel_button.click()
+    assert app.pending is None and Store().exists(env.record.env_id)

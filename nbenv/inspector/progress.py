@@ -25,7 +25,7 @@ from nbenv.report import Rate, TerminalReporter, format_bytes, is_bytes
 
 __all__ = ["Mode", "ProgressDisplay", "ProgressState", "choose_mode"]
 
-Mode = Literal["widget", "text", "terminal"]
+Mode = Literal["widget", "text", "terminal", "callback"]
 _REFRESH = 0.1  # seconds between two redraws of the same phase
 _DETAIL_STAGES = {"fetching": "resolving"}  # progress of a sub-step shown under its phase
 
@@ -46,6 +46,8 @@ class ProgressState:
 
     def amount(self) -> str:
         if self.unit == "bytes":
+            if not self.done and not self.total:
+                return ""
             shown = format_bytes(self.done)
             if self.total:
                 shown += f" / {format_bytes(self.total)}"
@@ -109,9 +111,16 @@ class ProgressDisplay:
     updates cost nothing)."""
 
     def __init__(
-        self, mode: Mode | None = None, *, clock: Callable[[], float] = time.perf_counter
+        self,
+        mode: Mode | None = None,
+        *,
+        clock: Callable[[], float] = time.perf_counter,
+        callback: Callable[[str], None] | None = None,
     ) -> None:
+        """`mode="callback"` hands each line (and the summary) to `callback` instead of
+        displaying anything: the inspector shows an upgrade's progress in its status line."""
         self.mode: Mode = mode or choose_mode()
+        self._callback = callback
         self._clock = clock
         self._lock = threading.Lock()
         self._started = clock()
@@ -193,7 +202,7 @@ class ProgressDisplay:
         self._drawn_at = now
         state = replace(self._state, elapsed=now - self._started)
         if self._view is None:
-            self._view = _make_view(self.mode)
+            self._view = _make_view(self.mode, self._callback)
         self._view.show(state)
 
 
@@ -205,7 +214,11 @@ class _View:
         raise NotImplementedError
 
 
-def _make_view(mode: Mode) -> _View:
+def _make_view(mode: Mode, callback: Callable[[str], None] | None = None) -> _View:
+    if mode == "callback":
+        if callback is None:
+            raise ValueError("mode='callback' needs a callback")
+        return _CallbackView(callback)
     if mode == "widget":
         return _WidgetView()
     if mode == "terminal":
@@ -220,6 +233,17 @@ def _summary_bundle(line: str | None) -> dict[str, str]:
         "text/plain": line,
         "text/html": f"<pre class='nbenv-summary'>{html.escape(line)}</pre>",
     }
+
+
+class _CallbackView(_View):
+    def __init__(self, callback: Callable[[str], None]) -> None:
+        self._callback = callback
+
+    def show(self, state: ProgressState) -> None:
+        self._callback(state.line())
+
+    def finish(self, line: str | None) -> None:
+        self._callback(line or "")
 
 
 class _TextView(_View):

@@ -35,6 +35,7 @@ from nbenv.inspector.model import (
     plan_remove,
     plan_upgrade,
 )
+from nbenv.inspector.progress import ProgressDisplay
 from nbenv.net.auth import redact
 from nbenv.store import Store
 
@@ -200,7 +201,11 @@ class InspectorApp:
         self.export_button.on_click(lambda _: self._export())
         self.buttons["remove"].on_click(lambda _: self._ask_for_row(plan_remove))
         self.buttons["kernel"].on_click(lambda _: self._ask_for_row(plan_kernel))
-        self.buttons["upgrade"].on_click(lambda _: self._ask_for_row(plan_upgrade))
+        self.buttons["upgrade"].on_click(
+            lambda _: self._ask_for_row(
+                lambda row, store: plan_upgrade(row, store, reporter=self._status_reporter())
+            )
+        )
         self.detail_box.children = [self.facts, w.HBox(list(self.buttons.values())), self.tabs]
 
     def _show_env(self) -> None:
@@ -240,6 +245,15 @@ class InspectorApp:
             return
         self.why.value = views.why_html(self.detail, self.why_select.value)
 
+    def _status_reporter(self) -> ProgressDisplay:
+        """Progress of a long action (an upgrade) in the status line, live: comm messages
+        reach the front end while the action runs."""
+
+        def show(line: str) -> None:
+            self.status.value = html.escape(line)
+
+        return ProgressDisplay("callback", callback=show)
+
     def _check_outdated(self) -> None:
         from nbenv.upgrade import check_outdated
 
@@ -247,10 +261,13 @@ class InspectorApp:
             return
         self.outdated.value = "<i>resolving again, with fresh index pages…</i>"
         try:
-            found = check_outdated(self.store, self.detail.row.env_id)
+            found = check_outdated(self.store, self.detail.row.env_id,
+                                   reporter=self._status_reporter())  # fmt: skip
         except NbenvError as exc:
             self.outdated.value = f"<span style='color:#b00'>{html.escape(redact(str(exc)))}</span>"
             return
+        finally:
+            self.status.value = ""
         if found.up_to_date:
             self.outdated.value = "Up to date: the requirements resolve to this env's lock."
             return
