@@ -484,3 +484,22 @@ def test_app_outdated_check_then_upgrade_after_confirmation(
     app.buttons["remove"].click()
     app.cancel_button.click()
     assert app.pending is None and Store().exists(env.record.env_id)
+
+
+def test_conda_packages_of_a_prefix(conda_channel: Any, tmp_path: Path) -> None:
+    """A conda (or mixed) env: packages from conda-meta, as rattler installed them."""
+    from nbenv.conda import install_prefix
+    from nbenv.resolve.conda import parse_conda_args, solve
+
+    solution = solve(parse_conda_args(["-c", conda_channel.url, "foo-app", "purepy"]))
+    prefix = tmp_path / "env"
+    install_prefix(solution, prefix)
+    found = env_packages(prefix, ("foo-app", "purepy"), solution.python_version or "3.11.0")
+    by_name = {p.name: p for p in found.packages}
+    assert set(by_name) == {"foo-app", "libfoo", "purepy", "python"}
+    assert {p.kind for p in found.packages} == {"conda"}  # purepy's dist-info is conda's
+    assert by_name["libfoo"].version == "2.0"
+    assert by_name["libfoo"].required_by == ("foo-app",)
+    assert by_name["libfoo"].source.startswith(conda_channel.url.rstrip("/"))
+    assert by_name["libfoo"].size > 0
+    assert found.why("libfoo") == [("foo-app", "libfoo")]
