@@ -23,6 +23,7 @@ from nbenv.inspector import html as views
 from nbenv.inspector.model import (
     SORT_KEYS,
     EnvDetail,
+    EnvRow,
     Overview,
     Plan,
     env_detail,
@@ -41,8 +42,6 @@ from nbenv.store import Store
 
 __all__ = ["InspectorApp"]
 
-_PACKAGES, _WHY, _LOCK, _OUTDATED, _EXPORT = range(5)
-
 
 class InspectorApp:
     """`app.widget` is the root; the other attributes are its parts (tests drive them as a
@@ -58,7 +57,7 @@ class InspectorApp:
         self._measuring: threading.Thread | None = None
 
         self.header = w.HTML()
-        self.filter = w.Text(placeholder="filter: name, id, package, notebook, kernel",
+        self.filter = w.Text(placeholder="filter: name, id, requirement, notebook, kernel",
                              continuous_update=True, layout=w.Layout(width="24em"))  # fmt: skip
         self.sort = w.Dropdown(options=list(SORT_KEYS), value="last used", description="sort",
                                layout=w.Layout(width="14em"))  # fmt: skip
@@ -107,7 +106,8 @@ class InspectorApp:
         self.descending.value = SORT_KEYS[change["new"]][1]  # each column's natural order
         self._redraw_list()
 
-    def rows(self) -> list[Any]:
+    def rows(self) -> list[EnvRow]:
+        """The envs shown: filtered and sorted as the controls say."""
         return self.data.view(self.filter.value, self.sort.value, self.descending.value)
 
     def _redraw_list(self) -> None:
