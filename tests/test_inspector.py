@@ -503,3 +503,30 @@ def test_conda_packages_of_a_prefix(conda_channel: Any, tmp_path: Path) -> None:
     assert by_name["libfoo"].source.startswith(conda_channel.url.rstrip("/"))
     assert by_name["libfoo"].size > 0
     assert found.why("libfoo") == [("foo-app", "libfoo")]
+
+
+def test_terminal_bar_shows_the_same_phases_with_rate_and_cache_hits() -> None:
+    import io
+    import time as clock
+
+    from nbenv.report import TerminalReporter
+
+    stream = io.StringIO()
+    bar = TerminalReporter(stream, width=10)
+    bar.stage("resolving")
+    bar.cached("downloading", 3, 5)
+    bar.stage("downloading")
+    bar.progress("downloading", 512 * 1024, 2 * 1024 * 1024)
+    clock.sleep(0.3)  # the rate needs two samples some time apart
+    bar.progress("downloading", 2 * 1024 * 1024, 2 * 1024 * 1024)
+    bar.stage("installing wheels")
+    bar.progress("installing wheels", 5, 5)
+    bar.close()
+    frames = [f.rstrip() for f in stream.getvalue().split("\r") if f.strip()]
+    assert frames[0] == "resolving ..."
+    assert frames[1] == "downloading ..."
+    assert frames[2].startswith("downloading [##--------] 512.0 KB/2.0 MB (3 cached) ")
+    last = frames[3]
+    assert last.startswith("downloading [##########] 2.0 MB/2.0 MB ")
+    assert "MB/s (3 cached)" in last and last.endswith("s")
+    assert frames[-1].startswith("installing wheels [##########] 5/5 ")
