@@ -114,12 +114,12 @@ def notebooks_by_env(home: Path | None = None) -> dict[str, list[NotebookUse]]:
     for path in sorted(folder.glob("*.json")):
         data = _read(path)
         if data is None:
-            path.unlink(missing_ok=True)
+            _forget(path)
             continue
         lock = Path(data["lock"])
         mtime = _mtime(lock)
         if mtime is None:  # the lock (and likely its notebook) is gone
-            path.unlink(missing_ok=True)
+            _forget(path)
             continue
         env_ids = [str(i) for i in data["env_ids"]]
         if mtime != data.get("mtime_ns"):
@@ -130,6 +130,11 @@ def notebooks_by_env(home: Path | None = None) -> dict[str, list[NotebookUse]]:
         for env_id in env_ids:
             found.setdefault(env_id, []).append(use)
     return found
+
+
+def _forget(record: Path) -> None:
+    with contextlib.suppress(OSError):  # a read-only store: listed again next time, harmless
+        record.unlink(missing_ok=True)
 
 
 def _env_ids_in(lock: Path) -> list[str]:

@@ -128,6 +128,8 @@ def test_notebook_index_follows_the_locks(
         str(notebook)
     ]
     assert {r.env_id: r.notebooks for r in overview().rows}[a] == (str(notebook),)
+    shown = nbenv_cli("show", a).stdout.splitlines()
+    assert f"  used by {notebook}" in shown and "  kind:   pypi" in shown
     # the lock is edited elsewhere (gamma's entry dropped): the index reads it again
     edited = NotebookLock.load(tmp_path / "study.nbenv.lock")
     key = next(k for k, e in edited.entries.items() if e.env_id == g)
