@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import PurePath
 from typing import Any
 
 from nbenv.inspector.model import EnvDetail, EnvRow, Overview, ago
@@ -47,7 +48,10 @@ def _size(value: int | None) -> str:
 
 
 def _row_cells(row: EnvRow, now: float) -> list[tuple[str, bool]]:
-    notebooks = "<br>".join(_e(n) for n in row.notebooks) or "-"
+    # the file name, with its full path on hover: the table stays narrow
+    notebooks = "<br>".join(
+        f"<span title='{_e(n)}'>{_e(PurePath(n).name)}</span>" for n in row.notebooks
+    ) or "-"  # fmt: skip
     return [
         (_e(row.name), False),
         (f"<code>{_e(row.env_id)}</code>", False),

@@ -127,11 +127,14 @@ class Overview:
         if not count:
             return "no environments yet: declare one with %%pypi, or `nbenv create SPEC...`"
         part = f"{shown} of {count}" if shown is not None and shown != count else str(count)
+        envs = f"{part} environment{'s' if count != 1 else ''}"
         pending = len(self.unmeasured)
-        measuring = f"; measuring the size of {pending}…" if pending else ""
+        if pending == count:
+            return f"{envs}; measuring their sizes…"
+        measuring = f" (measuring {pending} more…)" if pending else ""
         return (
-            f"{part} environment{'s' if count != 1 else ''}; removing all would free "
-            f"{format_bytes(self.frees)} (the shared wheel cache keeps the rest){measuring}"
+            f"{envs}; removing all would free {format_bytes(self.frees)}{measuring}; the "
+            "shared wheel cache keeps the rest"
         )
 
 

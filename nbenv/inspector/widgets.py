@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,7 @@ class InspectorApp:
         self.refresh_button = w.Button(description="Refresh", icon="refresh")
         self.gc_button = w.Button(description="Clean up…", icon="eraser",
                                   tooltip="orphaned kernels, killed builds")  # fmt: skip
-        self.table = w.HTML()
+        self.table = w.HTML(layout=w.Layout(max_height="24em", overflow="auto"))
         self.select = w.Dropdown(description="env", options=[], value=None,
                                  layout=w.Layout(width="36em"))  # fmt: skip
         self.question = w.HTML()
@@ -82,8 +83,8 @@ class InspectorApp:
                 self.header,
                 w.HBox([self.filter, self.sort, self.descending, self.refresh_button,
                         self.gc_button]),
-                self.table,
                 self.select,
+                self.table,
                 self.confirm_box,
                 self.status,
                 self.detail_box,
@@ -146,10 +147,14 @@ class InspectorApp:
                 return
 
             def work() -> None:
-                measure(pending, self.store)
-                with self._lock:
-                    self.data = overview(self.store, walk=False)
-                    self._redraw_list()
+                shown = time.monotonic()
+                for index, env_id in enumerate(pending, start=1):
+                    measure([env_id], self.store)
+                    if time.monotonic() - shown > 1.0 or index == len(pending):
+                        shown = time.monotonic()  # the figures appear as they come
+                        with self._lock:
+                            self.data = overview(self.store, walk=False)
+                            self._redraw_list()
 
             self._measuring = threading.Thread(target=work, name="nbenv-sizes", daemon=True)
             self._measuring.start()
@@ -166,7 +171,7 @@ class InspectorApp:
         if self.detail_box.children:
             return
         self.facts = w.HTML()
-        self.packages = w.HTML()
+        self.packages = w.HTML(layout=w.Layout(max_height="28em", overflow="auto"))
         self.why_select = w.Dropdown(description="why is", options=[], value=None)
         self.why = w.HTML()
         self.tree = w.HTML()
@@ -189,10 +194,11 @@ class InspectorApp:
             ],
             titles=("Packages", "Why is it here", "Lock", "Outdated", "Export"),
         )  # fmt: skip
+        wide = w.Layout(width="auto")  # "Unregister kernel…" is longer than a button
         self.buttons.update(
             {
                 "remove": w.Button(description="Remove…", icon="trash", button_style="danger"),
-                "kernel": w.Button(description="Register kernel…", icon="plug"),
+                "kernel": w.Button(description="Register kernel…", icon="plug", layout=wide),
                 "upgrade": w.Button(description="Upgrade…", icon="arrow-up"),
             }
         )
