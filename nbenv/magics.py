@@ -167,7 +167,8 @@ class NbenvMagics(Magics):
 
     @line_magic
     def nbenv(self, line: str) -> None:
-        """%nbenv list|show|remove|gc|lock|export|run|kernel ... — the nbenv CLI."""
+        """%nbenv list|show|remove|gc|lock|export|run|kernel ... — the nbenv CLI;
+        %nbenv inspect — the inspector (every env, its packages, actions)."""
         try:
             argv = shlex.split(line) or ["--help"]
         except ValueError as exc:

@@ -303,7 +303,7 @@ class _WidgetView(_View):
         self.box = w.HBox([self.phase, self.bar, self.detail])
         self.box.add_class("nbenv-progress")
         bundle = dict(self.box._repr_mimebundle_() or {})
-        bundle["text/plain"] = "nbenv: starting"
+        bundle["text/plain"] = "nbenv: building the environment…"  # front ends without widgets
         self._handle: Any = display(bundle, raw=True, display_id=True)  # type: ignore[no-untyped-call]
 
     def show(self, state: ProgressState) -> None:
