@@ -418,11 +418,12 @@ def describe_env(
     return {
         "env_id": env_id,
         "name": ", ".join(names) or None,  # aliases move; the record's name may be stale
-        "kind": record.kind,
         "path": str(path),
+        "kind": record.kind,
         "python": record.python,
         "base_interpreter": record.base_interpreter,
         "kernel": ", ".join(k.name for k in kernels) or None,
+        "kernels": [k.name for k in kernels],
         "kernel_display_name": ", ".join(k.display_name for k in kernels) or None,
         "lock": str(lock_path) if lock_path else None,
         "requirements": list(record.requirements),

@@ -30,7 +30,24 @@ from nbenv.cellspec import CellDeclaration, parse_cell
 from nbenv.errors import NbenvError, SubKernelError
 from nbenv.net.auth import redact
 
-__all__ = ["NbenvMagics", "load_ipython_extension", "unload_ipython_extension"]
+__all__ = ["CHANGE_MIME", "NbenvMagics", "load_ipython_extension", "unload_ipython_extension"]
+
+# What the JupyterLab extension listens for on a kernel's iopub to refresh its kernel picker
+# and sidebar at once (labextension/src/index.ts).
+CHANGE_MIME = "application/vnd.nbenv.change+json"
+_CHANGING_COMMANDS = frozenset({"create", "remove", "gc", "kernel"})
+
+
+def announce_change(event: str, env_id: str | None = None) -> None:
+    """Tell the frontend that envs or kernelspecs may have changed: an update of a display
+    that no output has, so every frontend (and the saved notebook) ignores it unless it
+    listens for it."""
+    from uuid import uuid4
+
+    from IPython.display import update_display
+
+    bundle = {CHANGE_MIME: {"event": event, "env_id": env_id}}
+    update_display(bundle, raw=True, display_id=f"nbenv-change-{uuid4().hex}")  # type: ignore[no-untyped-call]
 
 
 class NbenvCellError(Exception):
@@ -91,6 +108,7 @@ class NbenvMagics(Magics):
                 raise
             reporter.finish(ready.progress)
         self._ready[declaration.key] = ready
+        announce_change("env-ready", ready.env_id)  # a new env or kernelspec: picker refresh
         return ready
 
     def _run(self, magic: str, line: str, cell: str) -> None:
@@ -177,6 +195,8 @@ class NbenvMagics(Magics):
             self._inspect()
             return
         self._cli(argv)
+        if argv[0] in _CHANGING_COMMANDS:
+            announce_change(argv[0])
 
     def _cli(self, argv: list[str]) -> None:
         err = io.StringIO()

@@ -294,16 +294,29 @@ def test_terminal_ipython_gets_a_text_bar_and_the_summary() -> None:
 # -- in a real kernel ------------------------------------------------------------------------
 
 
+CHANGES: list[dict[str, Any]] = []  # the change messages the last `execute` saw
+
+
 def execute(path: Path, **env: str) -> Any:
     """Run a notebook in a python3 kernel as a front end would, keeping widget state."""
     import nbclient
     import nbformat
 
+    from nbenv.magics import CHANGE_MIME
+
+    class Client(nbclient.NotebookClient):
+        def process_message(self, msg: dict[str, Any], cell: Any, cell_index: int) -> Any:
+            data = msg["content"].get("data", {})
+            if msg["msg_type"] == "update_display_data" and CHANGE_MIME in data:
+                CHANGES.append(data[CHANGE_MIME])
+            return super().process_message(msg, cell, cell_index)
+
+    CHANGES.clear()
     notebook = nbformat.read(str(path), as_version=4)
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        client = nbclient.NotebookClient(
+        client = Client(
             notebook, timeout=300, kernel_name="python3", store_widget_state=True,
             resources={"metadata": {"path": str(path.parent)}},
         )  # fmt: skip
@@ -410,6 +423,8 @@ def test_inspector_app_in_a_kernel_removes_an_env_after_confirmation(
     assert after[3] == "['keeper']"
     assert Store().env_ids() == [keep.record.env_id]
     assert [s.env_id for s in nbenv_kernelspecs()] == [keep.record.env_id]
+    # the JupyterLab extension hears of it (it refreshes its kernel picker and sidebar)
+    assert {"event": "remove", "env_id": doomed.record.env_id} in CHANGES
 
 
 @pytest.mark.parametrize("kind", ["pypi"])

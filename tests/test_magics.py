@@ -249,3 +249,39 @@ def test_adding_a_package_that_moves_a_version_says_the_state_is_gone(
         "variables set by the earlier cells of this env are not here.",
         "1.0 False",
     ]
+
+
+def test_the_magics_tell_the_frontend_when_envs_change(
+    env_index: IndexServer, fast_cache: Path, tmp_path: Path
+) -> None:
+    """What JupyterLab's extension listens for to refresh the kernel picker: an update of a
+    display no output has (so no frontend shows it and no notebook keeps it)."""
+    from jupyter_client.manager import start_new_kernel
+
+    from nbenv.magics import CHANGE_MIME
+
+    km, kc = start_new_kernel(kernel_name="python3", startup_timeout=60)
+    seen: list[dict[str, object]] = []
+
+    def run(code: str) -> list[dict[str, object]]:
+        seen.clear()
+        reply = kc.execute_interactive(code, timeout=240, output_hook=seen.append)
+        assert reply["content"]["status"] == "ok", reply["content"]
+        return [m["content"]["data"][CHANGE_MIME] for m in seen  # type: ignore[index]
+                if CHANGE_MIME in m["content"].get("data", {})]  # type: ignore[attr-defined]  # fmt: skip
+
+    try:
+        assert run("%load_ext nbenv") == []
+        [change] = run(f"%pypi --index-url {env_index.url} alpha")
+        [env_id] = Store().env_ids()
+        assert change == {"event": "env-ready", "env_id": env_id}
+        carriers = [m for m in seen if CHANGE_MIME in m["content"].get("data", {})]  # type: ignore[attr-defined]
+        assert [m["msg_type"] for m in carriers] == ["update_display_data"]
+        assert all(CHANGE_MIME not in m["content"].get("data", {})  # type: ignore[attr-defined]
+                   for m in seen if m["msg_type"] != "update_display_data")  # fmt: skip
+        assert run(f"%pypi --index-url {env_index.url} alpha") == []  # nothing new
+        assert run("%nbenv list") == []
+        assert run(f"%nbenv remove {env_id}") == [{"event": "remove", "env_id": None}]
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)

@@ -323,10 +323,12 @@ class InspectorApp:
         self.confirm_box.layout.display = "none"
         if plan is None:
             return
+        env_id = self.detail.row.env_id if self.detail is not None else None
         try:
             self._say(plan.run())
         except NbenvError as exc:
             self._say(str(exc), error=True)
+        _announce(plan.action, None if plan.action == "gc" else env_id)
         self.refresh()
 
     def cancel(self) -> None:
@@ -346,3 +348,19 @@ class InspectorApp:
         bundle["text/html"] = views.envs_html(self.data)
         bundle["text/plain"] = f"nbenv inspector: {self.data.summary()}"
         return bundle
+
+
+# The JupyterLab extension refreshes its kernel picker and sidebar on the magics' change
+# message (nbenv.magics.announce_change): the inspector's actions send it too.
+_EVENTS = {"remove": "remove", "gc": "gc", "register kernel": "kernel",
+           "unregister kernel": "kernel", "upgrade": "create"}  # fmt: skip
+
+
+def _announce(action: str, env_id: str | None) -> None:
+    from IPython.core.getipython import get_ipython
+
+    if get_ipython() is None or action not in _EVENTS:
+        return
+    from nbenv.magics import announce_change
+
+    announce_change(_EVENTS[action], env_id)
