@@ -83,8 +83,8 @@ class InspectorApp:
                 self.header,
                 w.HBox([self.filter, self.sort, self.descending, self.refresh_button,
                         self.gc_button]),
+                self.table,  # scrolls past 24em: the chooser below stays in view
                 self.select,
-                self.table,
                 self.confirm_box,
                 self.status,
                 self.detail_box,
