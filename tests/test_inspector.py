@@ -505,12 +505,22 @@ def test_app_outdated_check_then_upgrade_after_confirmation(
 
 def test_conda_packages_of_a_prefix(conda_channel: Any, tmp_path: Path) -> None:
     """A conda (or mixed) env: packages from conda-meta, as rattler installed them."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from nbenv.conda import install_prefix
     from nbenv.resolve.conda import parse_conda_args, solve
 
-    solution = solve(parse_conda_args(["-c", conda_channel.url, "foo-app", "purepy"]))
     prefix = tmp_path / "env"
-    install_prefix(solution, prefix)
+
+    def build() -> Any:
+        solution = solve(parse_conda_args(["-c", conda_channel.url, "foo-app", "purepy"]))
+        install_prefix(solution, prefix)
+        return solution
+
+    # In a thread of its own: rattler's coroutines run under asyncio.run, which would leave
+    # this (main) thread without its event loop, and the server tests after need it.
+    with ThreadPoolExecutor(1) as pool:
+        solution = pool.submit(build).result()
     found = env_packages(prefix, ("foo-app", "purepy"), solution.python_version or "3.11.0")
     by_name = {p.name: p for p in found.packages}
     assert set(by_name) == {"foo-app", "libfoo", "purepy", "python"}
