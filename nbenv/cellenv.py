@@ -64,7 +64,7 @@ def ready_env(
 ) -> ReadyEnv:
     """Build or find the declaration's env (locked beside the notebook) in this process."""
     from nbenv.kernels import display_name
-    from nbenv.notebook import ensure_env
+    from nbenv.notebook import ensure_env, locked_packages
     from nbenv.notebook_lock import locate_lock, open_lock
     from nbenv.store import Store
 
@@ -74,7 +74,7 @@ def ready_env(
     if env.status != "locked":
         notebook_lock.save()
     result = env.result
-    packages = {str(p.name): str(p.version) for p in env.lock.pylock.packages}
+    packages = locked_packages(env.lock)
     progress = None
     if result.created or env.status != "locked":
         where = f"; {env.status} in {location.path.name}" if env.status != "locked" else ""

@@ -84,13 +84,26 @@ def parse_line(magic: str, line: str) -> tuple[EnvRequest, argparse.Namespace]:
     """One `%pypi` header line: the env request plus the cell options."""
     parser = _Parser(prog=magic, add_help=False)
     add_request_arguments(parser)
-    parser.add_argument("--in", dest="inputs", default="")
-    parser.add_argument("--out", dest="outputs", default="")
-    parser.add_argument("--upgrade", action="store_true")
+    _cell_options(parser)
     ns, unknown = parser.parse_known_args(_split(line, magic))
     if unknown:
         raise UsageError(f"%{magic}: unknown option {unknown[0]!r}")
     return request_from_namespace(ns), ns
+
+
+def _cell_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--in", dest="inputs", default="")
+    parser.add_argument("--out", dest="outputs", default="")
+    parser.add_argument("--upgrade", action="store_true")
+
+
+def _conda_line(line: str) -> tuple[tuple[str, ...], argparse.Namespace]:
+    """A `%conda` header line: the cell options taken out, the rest (checked by the conda
+    grammar, nbenv.resolve.conda) kept in order."""
+    parser = _Parser(prog="conda", add_help=False, allow_abbrev=False)
+    _cell_options(parser)
+    ns, rest = parser.parse_known_args(_split(line, "conda"))
+    return tuple(rest), ns
 
 
 def _merge(requests: Sequence[EnvRequest]) -> EnvRequest:
@@ -143,7 +156,11 @@ def parse_cell(magic: str, line: str, cell: str) -> CellDeclaration:
     upgrade = False
     for kind, text in headers:
         if kind == "conda":
-            conda.append(tuple(_split(text, kind)))
+            argv, ns = _conda_line(text)
+            conda.append(argv)
+            inputs += _names(ns.inputs, "--in")
+            outputs += _names(ns.outputs, "--out")
+            upgrade = upgrade or ns.upgrade
             continue
         request, ns = parse_line(kind, text)
         requests.append(request)

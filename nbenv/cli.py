@@ -10,14 +10,18 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from nbenv import __version__
 from nbenv.errors import NbenvError, UsageError
 from nbenv.net.auth import redact
 from nbenv.report import NullReporter, Reporter, TerminalReporter
 from nbenv.resolve.cache import CachePolicy
-from nbenv.spec import add_request_arguments, request_from_namespace
+from nbenv.spec import EnvRequest, add_request_arguments, request_from_namespace
+
+if TYPE_CHECKING:
+    from nbenv.envs import CreateResult
+    from nbenv.resolve.conda_model import CondaRequest
 
 __all__ = ["main"]
 
@@ -31,6 +35,46 @@ def _cache_options(parser: argparse.ArgumentParser) -> None:
     cache = parser.add_mutually_exclusive_group()
     cache.add_argument("--refresh", action="store_true", help="refetch index pages")
     cache.add_argument("--offline", action="store_true", help="use only the local cache")
+
+
+def _conda_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "conda", "Conda packages (solved first; PyPI SPECs then go into the same env)"
+    )
+    group.add_argument("--conda", action="append", default=[], metavar="SPEC",
+                       help="a conda MatchSpec, e.g. 'openmpi=4.1.*' (repeatable)")  # fmt: skip
+    group.add_argument(
+        "-c",
+        "--channel",
+        action="append",
+        default=[],
+        dest="channels",
+        metavar="CHANNEL",
+        help="conda channel, name, URL or path (repeatable; default conda-forge)",
+    )
+    for option in ("cuda", "glibc", "osx"):
+        group.add_argument(f"--{option}", metavar="VERSION",
+                           help=f"assume this __{option} virtual package version")  # fmt: skip
+
+
+def _conda_request(ns: argparse.Namespace, platform: str | None = None) -> CondaRequest | None:
+    """The conda part of `create`/`lock`, through the `%%conda` grammar (None: no --conda)."""
+    given = [o for o in ("channels", "cuda", "glibc", "osx") if getattr(ns, o)]
+    if not ns.conda:
+        if given:
+            raise UsageError(f"--{given[0].rstrip('s')} is for conda packages: add --conda SPEC")
+        return None
+    from nbenv.resolve.conda import parse_conda_args
+
+    argv = [*ns.conda]
+    for channel in ns.channels:
+        argv += ["-c", channel]
+    for option in ("cuda", "glibc", "osx"):
+        if getattr(ns, option):
+            argv += [f"--{option}", getattr(ns, option)]
+    if platform:
+        argv += ["--platform", platform]
+    return parse_conda_args(argv)
 
 
 def _policy(ns: argparse.Namespace) -> CachePolicy:
@@ -53,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
         "NOTEBOOK.nbenv.lock beside it (entries already there are kept unless --upgrade).",
     )
     add_request_arguments(lock)
+    _conda_options(lock)
     lock.add_argument("-o", "--output", type=Path, help="write the lock to this file")
     lock.add_argument("--json", action="store_true", help="print a JSON summary instead")
     lock.add_argument("--upgrade", action="store_true", help="notebook: resolve every env again")
@@ -70,7 +115,9 @@ def _parser() -> argparse.ArgumentParser:
         "the environment once in the store, and register it as a Jupyter kernel.",
     )
     add_request_arguments(create)
-    create.add_argument("--lock", type=Path, metavar="FILE", help="build this pylock.toml")
+    _conda_options(create)
+    create.add_argument("--lock", type=Path, metavar="FILE",
+                        help="build this pylock.toml (or a conda env lock, .json)")  # fmt: skip
     create.add_argument("--no-compile", action="store_true", help="skip writing .pyc files")
     create.add_argument(
         "--no-kernel",
@@ -169,6 +216,8 @@ def _lock(ns: argparse.Namespace, reporter: Reporter) -> int:
             "nbenv lock: --upgrade and --embed are for a notebook: "
             "`nbenv lock NOTEBOOK.ipynb --upgrade`"
         )
+    if ns.conda:
+        return _lock_conda(ns, reporter)
     request = request_from_namespace(ns)
     if not request.requirements:
         raise UsageError("nbenv lock: give at least one requirement, e.g. `nbenv lock pandas`")
@@ -183,6 +232,34 @@ def _lock(ns: argparse.Namespace, reporter: Reporter) -> int:
         _print_json(summary)
     elif ns.output is None:
         sys.stdout.write(lock.dumps())
+    return 0
+
+
+def _lock_conda(ns: argparse.Namespace, reporter: Reporter) -> int:
+    """`nbenv lock --conda SPEC... [PYPI_SPEC...]`: one conda platform (`--platform
+    linux-64|osx-arm64|...`), written as a JSON conda env lock."""
+    from nbenv.envs import _target
+    from nbenv.interpreters import find_interpreter
+    from nbenv.resolve.mixed import resolve_mixed
+
+    if len(ns.platform) > 1 or len(ns.python) > 1:
+        raise UsageError("nbenv lock --conda: give --platform (a conda subdir) and --python once")
+    conda = _conda_request(ns, ns.platform[0] if ns.platform else None)
+    assert conda is not None
+    # --platform is the conda subdir here; the PyPI pass follows it (nbenv.resolve.mixed)
+    request = request_from_namespace(argparse.Namespace(**{**vars(ns), "platform": []}))
+    base = _target(find_interpreter(ns.python[0] if ns.python else None)) if conda.is_native \
+        else None  # fmt: skip
+    mixed = resolve_mixed(conda, request, base=base, policy=_policy(ns), reporter=reporter)
+    if ns.output is not None:
+        from nbenv.files import atomic_write
+
+        atomic_write(ns.output, mixed.dumps().encode("utf-8"), durable=True)
+    if ns.json:
+        _print_json({"env_id": mixed.env_id, "platform": mixed.conda.platform,
+                     "path": str(ns.output) if ns.output else None})  # fmt: skip
+    elif ns.output is None:
+        sys.stdout.write(mixed.dumps())
     return 0
 
 
@@ -310,13 +387,43 @@ def _create(ns: argparse.Namespace, reporter: Reporter) -> int:
     from nbenv.envs import create_env
 
     request = request_from_namespace(ns)
-    if not request.requirements and ns.lock is None:
+    conda = _conda_request(ns)
+    if not request.requirements and ns.lock is None and conda is None:
         raise UsageError("nbenv create: give requirements or --lock FILE")
-    if request.requirements and ns.lock is not None:
+    if (request.requirements or conda) and ns.lock is not None:
         raise UsageError("nbenv create: give requirements or --lock FILE, not both")
-    result = create_env(
+    if conda is not None or (ns.lock is not None and ns.lock.suffix == ".json"):
+        result = _create_conda(ns, request, conda, reporter)
+    else:
+        result = create_env(
+            request,
+            lock_file=ns.lock,
+            reporter=reporter,
+            policy=_policy(ns),
+            compile_bytecode=not ns.no_compile,
+            register_kernel=not ns.no_kernel,
+            kernel_prefix=_kernel_prefix(ns),
+            link_mode=ns.link_mode,
+        )
+    _print_created(ns, result, reporter)
+    return 0
+
+
+def _create_conda(
+    ns: argparse.Namespace, request: EnvRequest, conda: CondaRequest | None, reporter: Reporter
+) -> CreateResult:
+    from nbenv.conda_envs import create_conda_env
+    from nbenv.resolve.conda_model import CondaRequest
+    from nbenv.resolve.mixed import MixedLock
+
+    locked = MixedLock.load(ns.lock) if ns.lock is not None else None
+    if conda is None:
+        assert locked is not None
+        conda = CondaRequest(specs=locked.conda.specs, channels=locked.conda.channels)
+    return create_conda_env(
+        conda,
         request,
-        lock_file=ns.lock,
+        lock=locked,
         reporter=reporter,
         policy=_policy(ns),
         compile_bytecode=not ns.no_compile,
@@ -324,12 +431,16 @@ def _create(ns: argparse.Namespace, reporter: Reporter) -> int:
         kernel_prefix=_kernel_prefix(ns),
         link_mode=ns.link_mode,
     )
+
+
+def _print_created(ns: argparse.Namespace, result: CreateResult, reporter: Reporter) -> None:
     _close(reporter)
     summary = {
         "env_id": result.record.env_id,
         "name": result.record.name,
         "path": str(result.path),
         "python": result.record.python,
+        "kind": result.record.kind,
         "created": result.created,
         "kernel": result.kernel.name if result.kernel else None,
         "display_name": result.kernel.display_name if result.kernel else None,
@@ -337,14 +448,15 @@ def _create(ns: argparse.Namespace, reporter: Reporter) -> int:
     }
     if ns.json:
         _print_json(summary)
-        return 0
+        return
     verb = "Created" if result.created else "Found existing"
     print(f"{verb} environment {result.record.env_id} ({result.seconds:.2f} s)")
     print(f"  path:   {result.path}")
-    print(f"  python: {result.record.python}")
+    print(f"  python: {result.record.python or '-'}")
+    if result.record.kind != "pypi":
+        print(f"  kind:   {result.record.kind}")
     if result.kernel:
         print(f"  kernel: {result.kernel.name}  ({result.kernel.display_name})")
-    return 0
 
 
 def _list(ns: argparse.Namespace, reporter: Reporter) -> int:
@@ -396,7 +508,7 @@ def _show(ns: argparse.Namespace, reporter: Reporter) -> int:
         _print_json(info)
         return 0
     print(f"{info['name'] or info['env_id']}  ({info['env_id']})")
-    for label in ("path", "python", "kernel", "lock"):
+    for label in ("kind", "path", "python", "kernel", "lock"):
         print(f"  {label + ':':8}{info[label] or '-'}")
     print(f"  {'size:':8}{_size(info['size'])} ({_size(info['size_unique'])} not shared)")
     print(f"  {'kind:':8}{info['kind']}")
@@ -405,7 +517,8 @@ def _show(ns: argparse.Namespace, reporter: Reporter) -> int:
     print(f"  {'asked:':8}{' '.join(info['requirements']) or '(a lock file)'}")
     print(f"  packages ({len(info['packages'])}):")
     for package in info["packages"]:
-        print(f"    {package['name']} {package['version']}")
+        version = " ".join(filter(None, (package["version"], package.get("build"))))
+        print(f"    {package['name']} {version}  {package['source']}")
     return 0
 
 

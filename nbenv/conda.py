@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "activation_env",
     "install_prefix",
+    "kernelspec_env",
     "prefix_python_dists",
     "read_rattler_lock",
     "write_rattler_lock",
@@ -130,6 +131,19 @@ def activation_env(prefix: Path, base: Mapping[str, str] | None = None) -> dict[
     scripts = sorted((prefix / "etc" / "conda" / "activate.d").glob("*.sh"))
     if scripts and os.name == "posix":
         env.update(_scripted(prefix, scripts, {**os.environ, **given, **env}))
+    return env
+
+
+def kernelspec_env(prefix: Path) -> dict[str, str]:
+    """The activation of `prefix` as a kernelspec's `env`: PATH extends the launcher's
+    (`${PATH}`, which jupyter_client fills in); LD_LIBRARY_PATH is the prefix's `lib` alone,
+    since a kernelspec cannot extend a variable that may be unset (it would keep the literal
+    `${LD_LIBRARY_PATH}`)."""
+    prefix = Path(prefix)
+    env = activation_env(prefix)
+    env["PATH"] = _prepend(_bin_dirs(prefix), "${PATH}")
+    if "LD_LIBRARY_PATH" in env:
+        env["LD_LIBRARY_PATH"] = str(prefix / "lib")
     return env
 
 

@@ -231,7 +231,13 @@ def ensure_kernel(
         found = current()
         if found is not None:
             return found
+        env = None
+        if record.kind != "pypi":  # the kernel runs with the conda prefix active
+            from nbenv.conda import kernelspec_env
+
+            env = kernelspec_env(path)
         return install_kernelspec(
+            env=env,
             env_dir=path,
             python=path / "bin" / "python",
             env_id=env_id,
@@ -252,7 +258,11 @@ def _build(
     reporter: Reporter,
     link_mode: LinkMode,
     steps: list[tuple[str, float]],
+    *,
+    make_venv: bool = True,
 ) -> None:
+    """Fetch the lock's files and install them into `build`: a new venv from `interpreter`
+    (`make_venv`), or the python `build` already holds (a conda prefix with its own)."""
     from packaging.markers import Environment
     from packaging.pylock import PackageSdist, PackageWheel
     from packaging.tags import Tag
@@ -280,7 +290,8 @@ def _build(
                                   dist.size))  # fmt: skip
     # The venv first (it is quick), then every wheel unpacked as soon as it is downloaded:
     # the small ones unpack while the big ones still arrive.
-    create_venv(interpreter.path, build, final_dir=final)
+    if make_venv:
+        create_venv(interpreter.path, build, final_dir=final)
     with Unpacker(cache) as unpacker:
 
         def unpack_early(artifact: Artifact, path: Path) -> None:
@@ -410,10 +421,24 @@ def describe_env(
     names = sorted(known.names.get(env_id, ()))
     kernels = known.kernels.get(env_id, [])
     lock_path: Path | None = path / LOCK_FILE
-    assert lock_path is not None
-    packages = lock_packages(lock_path)
-    if packages is None:
-        lock_path, packages = None, []
+    packages: list[dict[str, str]] = []
+    if record.kind != "pypi":  # conda packages first, then what the PyPI pass added
+        from nbenv.conda_envs import load_env_lock
+        from nbenv.resolve.mixed import CONDA_LOCK_FILE
+
+        try:
+            mixed = load_env_lock(path)
+        except NbenvError:
+            mixed = None
+        if mixed is not None:
+            packages = [{"name": p.name, "version": p.version, "build": p.build,
+                         "source": "conda"} for p in mixed.conda.packages]  # fmt: skip
+            lock_path = path / CONDA_LOCK_FILE
+    pypi = lock_packages(path / LOCK_FILE)  # cached beside the lock: listings stay cheap
+    if pypi is not None:
+        packages += [{**p, "source": "pypi"} for p in pypi]
+    elif record.kind == "pypi":
+        lock_path = None
     size = store.cached_size(env_id, walk=walk)
     return {
         "env_id": env_id,

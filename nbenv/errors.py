@@ -36,6 +36,7 @@ __all__ = [
     "OfflineMissingError",
     "PipConfigError",
     "ProjectNotFoundError",
+    "ProvidedConflictError",
     "SdistBuildError",
     "SpecError",
     "SubKernelError",
@@ -552,3 +553,21 @@ class CondaInstallError(InstallError):
         self.prefix = prefix
         self.reason = reason
         super().__init__(f"Installing conda packages into {prefix} failed: {reason}")
+
+
+class ProvidedConflictError(NbenvError):
+    """A PyPI requirement of a mixed env contradicts a Python dist its conda packages
+    already install (the PyPI pass takes those as they are)."""
+
+    def __init__(self, project: str, requirements: Sequence[str], version: str, by: str) -> None:
+        self.project = project
+        self.requirements = tuple(requirements)
+        self.version = version
+        self.by = by
+        asked = "; ".join(self.requirements)
+        super().__init__(
+            f"The PyPI requirement {asked} contradicts {project} {version}, which {by} "
+            f"installs. The PyPI pass of a mixed env keeps the Python packages conda "
+            f"installed: loosen the PyPI requirement, or ask conda for the version you need "
+            f"(e.g. `%%conda {project}>=...`) and drop it from the PyPI side."
+        )

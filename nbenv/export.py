@@ -1,5 +1,8 @@
 """A locked env in the formats other tools read: pip requirements with hashes, pylock.toml,
 a conda environment.yml with a `pip:` section, and Metaflow `@pypi` decorator arguments.
+Conda and mixed envs export their conda packages too: environment.yml lists them (pinned to
+version and build) under their channels; Metaflow gets `@conda` (and, for a mixed env,
+`@conda` + `@pypi` on one step, which only the Netflix extension supports).
 
 Every format pins every package of the lock (the kernel packages nbenv adds included): the
 point is the same env elsewhere, not a looser request that resolves differently later.
@@ -19,6 +22,8 @@ from packaging.pylock import Package, PackageSdist, PackageWheel
 from nbenv.cellspec import CellDeclaration
 from nbenv.errors import UsageError
 from nbenv.lock import Lock, load_lock
+from nbenv.resolve.conda_model import CondaPackage, CondaSolution
+from nbenv.resolve.mixed import MixedLock
 
 __all__ = ["FORMATS", "ExportSource", "Format", "export_lock", "find_export_source"]
 
@@ -30,10 +35,27 @@ _SAFE_YAML = re.compile(r"^[A-Za-z0-9_.\-=<>!~,*+ ]+$")  # plain scalar needs no
 
 @dataclass(frozen=True)
 class ExportSource:
-    lock: Lock
+    lock: Lock | MixedLock
     label: str  # where it came from, for people: `ml-demo`, `analysis.ipynb: pandas`
     name: str | None = None  # a human env name, when the store has one
     python: str | None = None  # X.Y, when known better than from the lock
+
+    @property
+    def pypi(self) -> Lock | None:
+        return self.lock.pypi if isinstance(self.lock, MixedLock) else self.lock
+
+    @property
+    def conda(self) -> CondaSolution | None:
+        return self.lock.conda if isinstance(self.lock, MixedLock) else None
+
+    @property
+    def env_id(self) -> str:
+        return self.lock.env_id
+
+    @property
+    def pypi_packages(self) -> list[Package]:
+        pypi = self.pypi
+        return list(pypi.pylock.packages) if pypi is not None else []
 
 
 def find_export_source(target: str, *, env: str | None = None) -> ExportSource:
@@ -46,6 +68,9 @@ def find_export_source(target: str, *, env: str | None = None) -> ExportSource:
     path = Path(target)
     if target.endswith(".toml") and path.is_file():
         return ExportSource(load_lock(path), str(path))
+    if target.endswith(".json") and path.is_file():
+        return ExportSource(MixedLock.load(path), str(path))
+    from nbenv.conda_envs import load_env_lock
     from nbenv.store import LOCK_FILE, Store
 
     store = Store()
@@ -53,8 +78,11 @@ def find_export_source(target: str, *, env: str | None = None) -> ExportSource:
     record = store.record(env_id)
     names = sorted(n for n, i in store.aliases().items() if i == env_id)
     name = names[0] if names else record.name
-    python = ".".join(record.python.split(".")[:2])
-    return ExportSource(load_lock(store.path(env_id) / LOCK_FILE), name or "", name, python)
+    python = ".".join(record.python.split(".")[:2]) or None
+    lock: Lock | MixedLock | None = load_env_lock(store.path(env_id))
+    if lock is None:
+        lock = load_lock(store.path(env_id) / LOCK_FILE)
+    return ExportSource(lock, name or "", name, python)
 
 
 def _from_notebook(notebook: Path, env: str | None) -> ExportSource:
@@ -92,8 +120,12 @@ def _listing(found: Sequence[CellDeclaration]) -> str:
 
 def export_lock(source: ExportSource, fmt: str) -> str:
     """The text of `source` in format `fmt` (one of FORMATS)."""
+    if fmt in ("pylock", "requirements") and source.pypi is None:
+        raise UsageError(f"{source.label or source.env_id} holds conda packages only: export it "
+                         "as environment-yml or metaflow")  # fmt: skip
     if fmt == "pylock":
-        return source.lock.dumps()
+        assert source.pypi is not None
+        return source.pypi.dumps()
     if fmt == "requirements":
         return _requirements(source)
     if fmt == "environment-yml":
@@ -105,7 +137,7 @@ def export_lock(source: ExportSource, fmt: str) -> str:
 
 def _header(source: ExportSource) -> str:
     label = f" ({source.label})" if source.label else ""
-    return f"# nbenv env {source.lock.env_id}{label}"
+    return f"# nbenv env {source.env_id}{label}"
 
 
 def _pin(package: Package) -> str:
@@ -113,13 +145,15 @@ def _pin(package: Package) -> str:
     return f"{pin} ; {package.marker}" if package.marker is not None else pin
 
 
-def _indexes(lock: Lock) -> list[str]:
+def _indexes(lock: Lock | None) -> list[str]:
+    if lock is None:
+        return []
     indexes = sorted({p.index for p in lock.pylock.packages if p.index})
     # PyPI first when present: it is pip's default and must stay the --index-url.
     return sorted(indexes, key=lambda i: i.rstrip("/") != PYPI.rstrip("/"))
 
 
-def _index_options(lock: Lock) -> list[str]:
+def _index_options(lock: Lock | None) -> list[str]:
     indexes = _indexes(lock)
     if not indexes or indexes == [PYPI] or indexes == [PYPI.rstrip("/")]:
         return []
@@ -137,9 +171,9 @@ def _requirements(source: ExportSource) -> str:
     lines = [
         _header(source),
         "# pip install --require-hashes --no-deps -r THIS_FILE",
-        *_index_options(source.lock),
+        *_index_options(source.pypi),
     ]
-    for package in source.lock.pylock.packages:
+    for package in source.pypi_packages:
         hashes = _hashes(package)
         lines.append(_pin(package) + (" \\" if hashes else ""))
         lines += [
@@ -152,7 +186,12 @@ def _requirements(source: ExportSource) -> str:
 def _python(source: ExportSource) -> str | None:
     if source.python:
         return source.python
-    requires = source.lock.pylock.requires_python
+    conda = source.conda
+    if conda is not None and conda.python_version:
+        return ".".join(conda.python_version.split(".")[:2])
+    if source.pypi is None:
+        return None
+    requires = source.pypi.pylock.requires_python
     match = re.fullmatch(r"==(\d+\.\d+)(?:\.\*)?", str(requires or ""))
     return match.group(1) if match else None  # a range (several targets): leave it open
 
@@ -161,31 +200,45 @@ def _yaml_item(text: str) -> str:
     return text if _SAFE_YAML.match(text) else "'" + text.replace("'", "''") + "'"
 
 
+def _conda_pin(package: CondaPackage) -> str:
+    return f"{package.name}={package.version}={package.build}"
+
+
 def _environment_yml(source: ExportSource) -> str:
     python = _python(source)
-    name = source.name or f"nbenv-{source.lock.env_id}"
-    pip = [*_index_options(source.lock), *map(_pin, source.lock.pylock.packages)]
-    lines = [
-        _header(source),
-        "# conda env create -f THIS_FILE",
-        f"name: {_yaml_item(name)}",
-        "channels:",
-        "  - conda-forge",
-        "dependencies:",
-        f"  - python={python}" if python else "  - python",
-        "  - pip",
-        "  - pip:",
-        *(f"      - {_yaml_item(item)}" for item in pip),
-    ]
+    name = source.name or f"nbenv-{source.env_id}"
+    pip = [*_index_options(source.pypi), *map(_pin, source.pypi_packages)]
+    conda = source.conda
+    lines = [_header(source), "# conda env create -f THIS_FILE", f"name: {_yaml_item(name)}"]
+    if conda is None:
+        lines += ["channels:", "  - conda-forge", "dependencies:",
+                  f"  - python={python}" if python else "  - python"]  # fmt: skip
+    else:
+        lines.append(f"# solved for {conda.platform}"
+                     + (f" assuming {', '.join(conda.virtual_packages)}"
+                        if conda.virtual_packages else ""))  # fmt: skip
+        lines += ["channels:", *(f"  - {_yaml_item(c)}" for c in conda.channels)]
+        lines.append("dependencies:")
+        lines += [f"  - {_yaml_item(_conda_pin(p))}" for p in conda.packages]
+        if pip and conda.python_version is None:
+            # the PyPI part went into a venv of another interpreter; conda needs one for pip
+            lines.append(f"  - python={python}" if python else "  - python")
+    if pip:
+        if conda is None or conda.package("pip") is None:
+            lines.append("  - pip")
+        lines += ["  - pip:", *(f"      - {_yaml_item(item)}" for item in pip)]
     return "\n".join(lines) + "\n"
 
 
 def _metaflow(source: ExportSource) -> str:
     python = _python(source)
-    plain = [p for p in source.lock.pylock.packages if p.marker is None]
-    marked = [p for p in source.lock.pylock.packages if p.marker is not None]
+    plain = [p for p in source.pypi_packages if p.marker is None]
+    marked = [p for p in source.pypi_packages if p.marker is not None]
     lines = [_header(source)]
-    indexes = [i for i in _indexes(source.lock) if i.rstrip("/") != PYPI.rstrip("/")]
+    conda = source.conda
+    if conda is not None:
+        return _metaflow_conda(source, conda, python, plain, marked)
+    indexes = [i for i in _indexes(source.pypi) if i.rstrip("/") != PYPI.rstrip("/")]
     if indexes:
         lines.append(
             f"# packages come from {', '.join(indexes)}: give Metaflow's pip that index "
@@ -199,4 +252,39 @@ def _metaflow(source: ExportSource) -> str:
     lines.append("    packages={")
     lines += [f"        {json.dumps(str(p.name))}: {json.dumps(str(p.version))}," for p in plain]
     lines += ["    },", ")"]
+    return "\n".join(lines) + "\n"
+
+
+def _metaflow_conda(
+    source: ExportSource,
+    conda: CondaSolution,
+    python: str | None,
+    plain: Sequence[Package],
+    marked: Sequence[Package],
+) -> str:
+    libraries = [p for p in conda.packages if p.name != "python"]
+    lines = [_header(source), f"# conda packages solved for {conda.platform}"]
+    if plain or marked:
+        lines += [
+            "# A mixed Conda + PyPI environment. Built-in Metaflow cannot mix @conda and @pypi",
+            "# in one step; this needs the Netflix extension (pip install metaflow-netflixext),",
+            "# whose @conda and @pypi on one step make one environment.",
+        ]
+        lines += [f"# not expressible in @pypi (environment marker): {_pin(p)}" for p in marked]
+    lines.append("@conda(")
+    if python:
+        lines.append(f"    python={json.dumps(python)},")
+    if plain or marked:  # the extension's @conda takes channels; built-in Metaflow's does not
+        lines.append(f"    channels={json.dumps(list(conda.channels))},")
+    else:
+        lines.insert(2, f"# channels: {', '.join(conda.channels)} (METAFLOW_CONDA_CHANNELS)")
+    lines.append("    libraries={")
+    lines += [f"        {json.dumps(p.name)}: {json.dumps(p.version)}," for p in libraries]
+    lines += ["    },", ")"]
+    if plain:
+        lines += ["@pypi(", "    packages={"]
+        lines += [
+            f"        {json.dumps(str(p.name))}: {json.dumps(str(p.version))}," for p in plain
+        ]
+        lines += ["    },", ")"]
     return "\n".join(lines) + "\n"

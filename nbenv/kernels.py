@@ -22,7 +22,7 @@ import shutil
 import sys
 import tempfile
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,10 +101,12 @@ def install_kernelspec(
     user: bool = True,
     prefix: str | None = None,
     sys_prefix: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> KernelSpecInfo:
     """Install (or replace) the kernelspec of an env, as `ipykernel install` would with
     `--user` (the default), `--prefix PREFIX` or `--sys-prefix` (this process's prefix).
-    `user=False` without a prefix installs system-wide."""
+    `user=False` without a prefix installs system-wide. `env`: more variables for the
+    kernel (a conda prefix's activation; `${VAR}` is filled in by jupyter_client)."""
     if prefix is not None and sys_prefix:
         raise UsageError("--prefix and --sys-prefix cannot be used together")
     if sys_prefix:
@@ -120,7 +122,11 @@ def install_kernelspec(
         "interrupt_mode": "signal",
         # Keep frozen modules (faster start; ipykernel's own install turns them off for
         # the debugger) and silence debugpy's warning about them, as ipykernel does then.
-        "env": {"PYDEVD_DISABLE_FILE_VALIDATION": "1", "NBENV_HOST_PYTHON": sys.executable},
+        "env": {
+            **(env or {}),
+            "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+            "NBENV_HOST_PYTHON": sys.executable,
+        },
         "metadata": {
             "debugger": True,
             "nbenv": {

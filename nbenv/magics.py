@@ -75,7 +75,10 @@ class _Running:
 
 def _options(declaration: CellDeclaration) -> tuple[object, ...]:
     request = declaration.pypi
-    return (request.index_url, request.extra_index_urls, request.pythons, request.pre)
+    # the conda lines too: a kernel moves onto a grown env only when its conda part is the
+    # same (a running process cannot take another prefix's activation)
+    return (request.index_url, request.extra_index_urls, request.pythons, request.pre,
+            declaration.conda)  # fmt: skip
 
 
 @magics_class
@@ -175,7 +178,10 @@ class NbenvMagics(Magics):
 
     @cell_magic
     def conda(self, line: str, cell: str) -> None:
-        """%%conda [-c CHANNEL] SPEC... — Conda packages (mixed with %pypi lines)."""
+        """%%conda [-c CHANNEL] [--python X.Y] [--cuda V] [--in a,b] [--out c] SPEC...
+
+        Run the cell in an isolated env of these Conda packages (MatchSpecs; conda-forge
+        unless -c). Lines below that start with %pypi add PyPI packages to the same env."""
         self._run("conda", line, cell)
 
     @line_magic("pypi")  # type: ignore[arg-type]

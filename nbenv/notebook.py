@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Literal
 from nbenv.cellspec import CellDeclaration, parse_cell
 from nbenv.errors import LockFileError, NbenvError, UsageError
 from nbenv.ipynb import read_notebook
-from nbenv.lock import Lock, build_lock, load_lock
+from nbenv.lock import build_lock, load_lock
 from nbenv.notebook_index import record_use
 from nbenv.notebook_lock import (
+    EnvLock,
     LockLocation,
     NotebookLock,
     canonical,
@@ -27,17 +28,21 @@ from nbenv.notebook_lock import (
 )
 from nbenv.report import NullReporter, Reporter
 from nbenv.resolve.cache import CachePolicy
+from nbenv.resolve.mixed import MixedLock
 
 if TYPE_CHECKING:
     from nbenv.envs import CreateResult
+    from nbenv.resolve.conda_model import CondaRequest
 
 __all__ = [
     "LockedEnv",
     "NotebookEnv",
     "NotebookLockResult",
+    "conda_request",
     "declarations",
     "ensure_env",
     "lock_notebook",
+    "locked_packages",
     "resolve_declaration",
     "version_changes",
 ]
@@ -87,13 +92,21 @@ def _cell_declarations(source: str) -> list[CellDeclaration]:
 
 
 def _check(declaration: CellDeclaration) -> None:
-    if declaration.conda:
-        raise UsageError(
-            f"`{declaration.describe()}`: %conda declarations are not supported yet (Conda "
-            "environments come with the conda issue). Use %%pypi for now."
-        )
-    if not declaration.pypi.requirements:
+    if not declaration.pypi.requirements and not declaration.conda:
         raise UsageError("A %%pypi declaration names no requirement, e.g. `%%pypi pandas`.")
+    conda_request(declaration)  # a bad %conda line fails before anything is resolved
+
+
+def conda_request(declaration: CellDeclaration) -> CondaRequest | None:
+    """The declaration's `%%conda` lines as one conda request (None: a PyPI-only env)."""
+    if not declaration.conda:
+        return None
+    from nbenv.resolve.conda import parse_conda_args
+
+    request = parse_conda_args([word for line in declaration.conda for word in line])
+    if request.platform is not None:
+        raise UsageError("%%conda --platform is for `nbenv lock`; a cell runs on this machine")
+    return request
 
 
 def resolve_declaration(
@@ -101,7 +114,7 @@ def resolve_declaration(
     *,
     policy: CachePolicy = CachePolicy.DEFAULT,
     reporter: Reporter | None = None,
-) -> Lock:
+) -> EnvLock:
     """Resolve a declaration for this machine's interpreter (or its --python) into the lock
     `create_env` would build: the same request, kernel packages included, so the same id."""
     from nbenv.envs import _target, _with_kernel_requirements
@@ -111,6 +124,15 @@ def resolve_declaration(
     _check(declaration)
     request = declaration.pypi
     interpreter = find_interpreter(request.pythons[0] if request.pythons else None)
+    conda = conda_request(declaration)
+    if conda is not None:
+        from nbenv.envs import KERNEL_REQUIREMENTS
+        from nbenv.resolve.mixed import resolve_mixed
+
+        mixed = resolve_mixed(conda, request, base=_target(interpreter),
+                              kernel_requirements=KERNEL_REQUIREMENTS, policy=policy,
+                              reporter=reporter)  # fmt: skip
+        return canonical(mixed)
     resolutions = resolve(
         _with_kernel_requirements(request),
         policy=policy,
@@ -180,10 +202,20 @@ def lock_notebook(
     return NotebookLockResult(location, tuple(envs), removed, written)
 
 
-def version_changes(old: Lock, new: Lock) -> tuple[str, ...]:
+def locked_packages(lock: EnvLock) -> dict[str, str]:
+    """name -> version of what a lock installs; conda packages as `conda:NAME`."""
+    if isinstance(lock, MixedLock):
+        found = {f"conda:{p.name}": p.version for p in lock.conda.packages}
+        if lock.pypi is not None:
+            found.update(locked_packages(lock.pypi))
+        return found
+    return {str(p.name): str(p.version) for p in lock.pylock.packages}
+
+
+def version_changes(old: EnvLock, new: EnvLock) -> tuple[str, ...]:
     """What an upgrade changed, by package name."""
-    before = {str(p.name): str(p.version) for p in old.pylock.packages}
-    after = {str(p.name): str(p.version) for p in new.pylock.packages}
+    before = locked_packages(old)
+    after = locked_packages(new)
     changes = []
     for name in sorted(before.keys() | after.keys()):
         a, b = before.get(name), after.get(name)
@@ -202,7 +234,7 @@ def version_changes(old: Lock, new: Lock) -> tuple[str, ...]:
 class NotebookEnv:
     declaration: CellDeclaration
     result: CreateResult
-    lock: Lock
+    lock: EnvLock
     status: Literal["locked", "added", "upgraded"]  # locked: built/found from the lock
 
 
@@ -224,6 +256,13 @@ def ensure_env(
 
     _check(declaration)
     locked = None if upgrade else lock.get(declaration.key)
+    conda = conda_request(declaration)
+    if conda is not None or isinstance(locked, MixedLock):
+        env = _ensure_conda_env(declaration, conda, lock, locked, upgrade=upgrade,
+                                reporter=reporter, register_kernel=register_kernel,
+                                kernel_prefix=kernel_prefix)  # fmt: skip
+        record_use(lock.path, env.result.record.env_id)  # the store's notebook -> env index
+        return env
     try:
         result = create_env(
             declaration.pypi,
@@ -247,3 +286,48 @@ def ensure_env(
     lock.put(declaration.key, declaration, built)
     status: Literal["added", "upgraded"] = "upgraded" if upgrade else "added"
     return NotebookEnv(declaration, result, built, status)
+
+
+def _ensure_conda_env(
+    declaration: CellDeclaration,
+    conda: CondaRequest | None,
+    lock: NotebookLock,
+    locked: EnvLock | None,
+    *,
+    upgrade: bool,
+    reporter: Reporter | None,
+    register_kernel: bool,
+    kernel_prefix: str | None,
+) -> NotebookEnv:
+    from nbenv.conda_envs import create_conda_env, load_env_lock
+
+    if conda is None or (locked is not None and not isinstance(locked, MixedLock)):
+        raise LockFileError(
+            str(lock.path),
+            f"the entry for `{declaration.describe()}` is not a conda env lock. Resolve it "
+            f"again: `nbenv lock {notebook_of(lock.path)} --upgrade`.",
+        )
+    if locked is not None and locked.conda.platform != conda.subdir:
+        raise LockFileError(
+            str(lock.path),
+            f"the entry for `{declaration.describe()}` is for {locked.conda.platform}, not this "
+            f"machine ({conda.subdir}). Resolve it again for this machine: `nbenv lock "
+            f"{notebook_of(lock.path)} --upgrade`.",
+        )
+    result = create_conda_env(
+        conda,
+        declaration.pypi,
+        lock=locked,
+        reporter=reporter,
+        policy=CachePolicy.REFRESH if upgrade else CachePolicy.DEFAULT,
+        register_kernel=register_kernel,
+        kernel_prefix=kernel_prefix,
+    )
+    if locked is not None:
+        return NotebookEnv(declaration, result, locked, "locked")
+    built = load_env_lock(result.path)
+    if built is None:
+        raise LockFileError(str(result.path), "holds no conda lock; remove the env and retry.")
+    lock.put(declaration.key, declaration, canonical(built))
+    status: Literal["added", "upgraded"] = "upgraded" if upgrade else "added"
+    return NotebookEnv(declaration, result, canonical(built), status)

@@ -2,7 +2,8 @@
 
 analysis.ipynb          the notebook (its cells declare envs: %%pypi, %%conda, %pypi)
 analysis.nbenv.lock     TOML: `version = 1`, then one `[envs.<declaration key>]` per env with
-                        `declared`, `env-id` and the PEP 751 `pylock` table of its packages
+                        `declared`, `env-id` and the PEP 751 `pylock` table of its packages,
+                        plus a `conda` table (the solved conda packages) for %%conda envs
 
 The magics and `nbenv run` build envs from these entries (no resolution, no index pages);
 `nbenv lock NOTEBOOK.ipynb` writes them all, `--upgrade` resolves again, `--embed` copies
@@ -31,6 +32,7 @@ from nbenv.ipynb import read_notebook, write_notebook
 from nbenv.lock import Lock, lock_from_dict
 from nbenv.notebook_index import record_lock
 from nbenv.paths import nbenv_home
+from nbenv.resolve.mixed import MixedLock
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -40,6 +42,7 @@ else:  # pragma: no cover
 __all__ = [
     "LOCK_SUFFIX",
     "WORKDIR_LOCK",
+    "EnvLock",
     "LockEntry",
     "LockLocation",
     "NotebookLock",
@@ -167,10 +170,13 @@ def _session_notebook(value: object, cwd: Path) -> Path | None:
 # -- the lock file ------------------------------------------------------------------------
 
 
+EnvLock = Lock | MixedLock  # a PyPI env's lock, or a conda/mixed env's
+
+
 @dataclass(frozen=True)
 class LockEntry:
     declared: str  # what the cell asked for, for people reading the file
-    lock: Lock
+    lock: EnvLock
 
     @property
     def env_id(self) -> str:
@@ -196,11 +202,13 @@ class NotebookLock:
     def entries(self) -> Mapping[str, LockEntry]:
         return MappingProxyType(self._entries)
 
-    def get(self, key: str) -> Lock | None:
+    def get(self, key: str) -> EnvLock | None:
         entry = self._entries.get(key)
         return entry.lock if entry is not None else None
 
-    def put(self, key: str, declaration: CellDeclaration, lock: Lock) -> None:
+    def put(self, key: str, declaration: CellDeclaration, lock: EnvLock) -> None:
+        if isinstance(lock, MixedLock) and lock.pypi is None:
+            raise ValueError("a notebook's conda env has a kernel, so a PyPI pass")
         entry = LockEntry(declaration.describe(), canonical(lock))
         self._entries[key] = entry
         self._changes[key] = entry
@@ -254,27 +262,32 @@ def notebook_of(path: Path) -> str:
     return "NOTEBOOK.ipynb"
 
 
-def canonical(lock: Lock) -> Lock:
+def canonical(lock: EnvLock) -> EnvLock:
     # `[tool.nbenv]` records whichever request first built the env; the entry's `declared`
     # says what this notebook asked, and dropping the table keeps the file's bytes
     # independent of that history (the env id never included it).
+    if isinstance(lock, MixedLock):
+        pypi = canonical(lock.pypi) if lock.pypi is not None else None
+        assert not isinstance(pypi, MixedLock)
+        return MixedLock(lock.conda, pypi, lock.env_id)
     if lock.pylock.tool is None:
         return lock
     return Lock(pylock=replace(lock.pylock, tool=None), env_id=lock.env_id)
 
 
 def _document(entries: Mapping[str, LockEntry]) -> dict[str, Any]:
-    return {
-        "version": _VERSION,
-        "envs": {
-            key: {
-                "declared": entries[key].declared,
-                "env-id": entries[key].env_id,
-                "pylock": dict(entries[key].lock.pylock.to_dict()),
-            }
-            for key in sorted(entries)
-        },
-    }
+    return {"version": _VERSION, "envs": {key: _table(entries[key]) for key in sorted(entries)}}
+
+
+def _table(entry: LockEntry) -> dict[str, Any]:
+    table: dict[str, Any] = {"declared": entry.declared, "env-id": entry.env_id}
+    pypi = entry.lock
+    if isinstance(pypi, MixedLock):
+        table["conda"] = pypi.to_dict()["conda"]
+        assert pypi.pypi is not None  # put() refuses a conda env without a PyPI pass
+        pypi = pypi.pypi
+    table["pylock"] = dict(pypi.pylock.to_dict())
+    return table
 
 
 def _dumps(entries: Mapping[str, LockEntry]) -> str:
@@ -322,7 +335,11 @@ def _entries_of(data: Mapping[str, Any], source: str) -> dict[str, LockEntry]:
         if not isinstance(declared, str):
             raise LockFileError(source, f"{where}: `declared` should be a string. {_ACTION}")
         try:
-            lock = lock_from_dict(table["pylock"], f"{source} {where}")
+            lock: EnvLock
+            if isinstance(table.get("conda"), Mapping):
+                lock = MixedLock.from_dict(table, f"{source} {where}")
+            else:
+                lock = lock_from_dict(table["pylock"], f"{source} {where}")
         except LockFileError as exc:
             raise LockFileError(exc.path, f"{exc.reason} {_ACTION}") from None
         entries[str(key)] = LockEntry(declared, lock)

@@ -635,6 +635,10 @@ class SubKernel:
                                                   if p and p != bin_dir)])  # fmt: skip
         # keep frozen modules (fast start) without debugpy's warning about them
         env["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
+        if (self.env_dir / "conda-meta").is_dir():  # a conda or mixed env: activate its prefix
+            from nbenv.conda import activation_env
+
+            env.update(activation_env(self.env_dir, base=env))
         return env
 
     def _wait_ready(self, deadline: float) -> None:

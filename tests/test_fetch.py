@@ -113,14 +113,14 @@ def test_downloads_run_in_parallel(
 ) -> None:
     names = [f.filename for f in universe.entries(MAIN) if f.filename.endswith(".whl")][:8]
     wanted = [artifact(index, universe, name) for name in names]
-    index.latency = 0.2
+    index.latency = 0.5
 
-    started = time.monotonic()
     paths = Fetcher(client, cache).fetch(wanted)
-    elapsed = time.monotonic() - started
 
     assert len(names) == 8
-    assert elapsed < 0.6, f"{elapsed:.2f} s; one after another would take >= 1.6 s"
+    # seen by the server, so a busy machine cannot fake or hide it: one after another
+    # would never have two requests in flight
+    assert index.max_in_flight >= 4, index.max_in_flight
     for item in wanted:
         assert sha256_file(paths[item.sha256]) == item.sha256
     assert index.count("/files/") == 8

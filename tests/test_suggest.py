@@ -97,14 +97,12 @@ def test_fast_on_a_pypi_sized_listing() -> None:
         ("sklearn", "scikit-learn"),
         ("python_dateutl", "python-dateutil"),
     ]:
-        # best of two, so one scheduling hiccup on a busy machine does not fail the guard
-        elapsed = []
-        for _ in range(2):
-            start = time.perf_counter()
-            found = close_names(typed, names)
-            elapsed.append(time.perf_counter() - start)
+        # CPU time of this process: other work on a busy machine does not count against it
+        start = time.process_time()
+        found = close_names(typed, names)
+        elapsed = time.process_time() - start
         assert found[0] == expected
-        assert min(elapsed) < 1.5, f"{typed!r}: {min(elapsed):.2f}s"
+        assert elapsed < 1.5, f"{typed!r}: {elapsed:.2f}s of CPU"
 
 
 # --- the index root's project list ----------------------------------------------------------

@@ -16,6 +16,8 @@ SPEC...`, SPECs in conda's MatchSpec syntax. Decisions:
 from __future__ import annotations
 
 import argparse
+import functools
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import replace
@@ -172,10 +174,7 @@ def virtual_packages(request: CondaRequest) -> list[rattler.GenericVirtualPackag
     subdir = request.subdir
     found: dict[str, tuple[str, str]] = {}  # name -> (version, build)
     if request.is_native:
-        overrides = rattler.VirtualPackageOverrides.from_env()  # CONDA_OVERRIDE_*
-        for package in rattler.VirtualPackage.detect(overrides):
-            generic = package.into_generic()
-            found[generic.name.normalized] = (str(generic.version), str(generic.build_string))
+        found.update(_detected(_overrides()))
     else:
         os_name, _, arch = subdir.partition("-")
         if os_name != "win":
@@ -201,6 +200,23 @@ def virtual_packages(request: CondaRequest) -> list[rattler.GenericVirtualPackag
     ]
 
 
+def _overrides() -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("CONDA_OVERRIDE_")))
+
+
+@functools.lru_cache(maxsize=8)
+def _detected(overrides: tuple[tuple[str, str], ...]) -> dict[str, tuple[str, str]]:
+    """This machine's virtual packages, detected once per process (and per set of
+    CONDA_OVERRIDE_* values: tests and users may change them)."""
+    import rattler
+
+    found = {}
+    for package in rattler.VirtualPackage.detect(rattler.VirtualPackageOverrides.from_env()):
+        generic = package.into_generic()
+        found[generic.name.normalized] = (str(generic.version), str(generic.build_string))
+    return found
+
+
 # -- solving ------------------------------------------------------------------------------
 
 
@@ -219,6 +235,7 @@ def solve(
     root = (cache_dir or default_cache_dir()) / "conda"
     client = conda_client()
     config = rattler.SourceConfig(cache_action="force-cache-only" if offline else "cache-or-fetch")
+    # a new gateway each time: a kept one would answer from memory without revalidating
     gateway = rattler.Gateway(cache_dir=root / "repodata", default_config=config, client=client)
     specs = [rattler.MatchSpec(s) for s in request.specs]
     sources = list(request.effective_channels)
@@ -242,9 +259,10 @@ def solve(
         raise _solve_error(request, sources, str(exc), offline) from None
     except Exception as exc:  # rattler raises its own classes for every network failure
         raise _channel_error(sources, exc, offline) from None
-    from nbenv.resolve.conda_dists import python_dists
+    from nbenv.resolve.conda_dists import dists_by_package
 
-    dists = python_dists(records, client=client, cache=root / "dists", reporter=reporter)
+    owners = dists_by_package(records, client=client, cache=root / "dists", reporter=reporter)
+    dists = {d: v for found in owners.values() for d, v in found.items()}
     packages = sorted((CondaPackage.from_record(r) for r in records), key=lambda p: p.name)
     python = next((p.version for p in packages if p.name == "python"), None)
     return CondaSolution(
@@ -256,7 +274,8 @@ def solve(
         ),
         packages=tuple(packages),
         python_version=python,
-        python_dists=dists,
+        python_dists=dict(sorted(dists.items())),
+        dist_packages={d: name for name, found in owners.items() for d in sorted(found)},
     )
 
 

@@ -30,7 +30,7 @@ from nbenv.resolve.conda_runtime import clean_url, redact_channels, run_async
 if TYPE_CHECKING:
     import rattler
 
-__all__ = ["dists_in_paths", "python_dists"]
+__all__ = ["dists_by_package", "dists_in_paths", "python_dists"]
 
 _DIST_INFO = re.compile(r"(?:^|/)site-packages/([^/]+)\.(dist-info|egg-info)(?:/|$)")
 _STAGE = "reading conda package contents"
@@ -66,22 +66,38 @@ def python_dists(
     reporter: Reporter,
 ) -> dict[str, str]:
     """normalized name -> version of every Python dist `records` install, sorted by name."""
-    wanted = [r for r in records if _holds_python(r)]
     found: dict[str, str] = {}
+    for dists in dists_by_package(records, client=client, cache=cache, reporter=reporter).values():
+        found.update(dists)
+    return dict(sorted(found.items()))
+
+
+def dists_by_package(
+    records: Sequence[rattler.RepoDataRecord],
+    *,
+    client: rattler.Client,
+    cache: Path,
+    reporter: Reporter,
+) -> dict[str, dict[str, str]]:
+    """conda package name -> the Python dists (name -> version) it installs; packages that
+    install none are left out."""
+    wanted = [r for r in records if _holds_python(r)]
+    found: dict[str, dict[str, str]] = {}
     missing: list[rattler.RepoDataRecord] = []
     for record in wanted:
         known = _cached(cache, record)
         if known is None:
             missing.append(record)
-        else:
-            found.update(known)
+        elif known:
+            found[record.name.normalized] = known
     if missing:
         reporter.stage(_STAGE)
         results = run_async(_read_all(missing, client, reporter))
         for record, paths in zip(missing, results, strict=True):
             dists = dists_in_paths(paths)
             _store(cache, record, dists)
-            found.update(dists)
+            if dists:
+                found[record.name.normalized] = dists
     return dict(sorted(found.items()))
 
 

@@ -154,6 +154,8 @@ class CondaSolution:
     python_version: str | None = None  # of the `python` package, when solved
     # normalized name -> version of every Python dist the packages install
     python_dists: dict[str, str] = field(default_factory=dict, hash=False)
+    # normalized dist name -> the conda package that installs it
+    dist_packages: dict[str, str] = field(default_factory=dict, hash=False)
 
     def package(self, name: str) -> CondaPackage | None:
         return next((p for p in self.packages if p.name == name), None)
@@ -166,6 +168,7 @@ class CondaSolution:
             "virtual-packages": list(self.virtual_packages),
             "python-version": self.python_version,
             "python-dists": dict(sorted(self.python_dists.items())),
+            "dist-packages": dict(sorted(self.dist_packages.items())),
             "packages": [p.to_dict() for p in self.packages],
         }
 
@@ -179,4 +182,5 @@ class CondaSolution:
             packages=tuple(CondaPackage.from_dict(p) for p in data.get("packages", ())),
             python_version=data.get("python-version"),
             python_dists=dict(data.get("python-dists") or {}),
+            dist_packages=dict(data.get("dist-packages") or {}),
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import os
 import re
 import threading
 import time
@@ -57,12 +58,27 @@ def run_async(coroutine: Coroutine[Any, Any, _T]) -> _T:
         _last_call = time.monotonic()
     try:
         if not running:
-            return asyncio.run(coroutine)
+            return _run_private(coroutine)
         with ThreadPoolExecutor(1, thread_name_prefix="nbenv-rattler") as pool:
-            return pool.submit(asyncio.run, coroutine).result()
+            return pool.submit(_run_private, coroutine).result()
     finally:
         with _lock:
             _last_call = time.monotonic()
+
+
+def _run_private(coroutine: Coroutine[Any, Any, _T]) -> _T:
+    """`asyncio.run` without its side effect on the caller: it leaves the thread with no
+    current loop (`set_event_loop(None)`), after which code of the host process that calls
+    `asyncio.get_event_loop()` (tornado, older Jupyter code) fails in the main thread."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coroutine)
+    finally:
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            loop.close()
 
 
 def _settle() -> None:
@@ -72,10 +88,19 @@ def _settle() -> None:
 
 def conda_client() -> rattler.Client:
     """rattler's standard client: retries, and credentials from rattler's auth storage
-    (RATTLER_AUTH_FILE, ~/.rattler/credentials.json, the keyring)."""
+    (RATTLER_AUTH_FILE, ~/.rattler/credentials.json, the keyring). Making one costs ~5 ms
+    (TLS roots), so one is kept per process for each place the credentials may come from."""
     import rattler
 
-    return rattler.Client.default_client()
+    key = (os.environ.get("RATTLER_AUTH_FILE"), os.environ.get("HOME"))
+    with _lock:
+        client = _clients.get(key)
+        if client is None:
+            client = _clients[key] = rattler.Client.default_client()
+    return client
+
+
+_clients: dict[tuple[str | None, str | None], rattler.Client] = {}
 
 
 def clean_url(url: str) -> str:

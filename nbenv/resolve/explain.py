@@ -12,6 +12,7 @@ from nbenv.errors import (
     NbenvError,
     NoCompatibleDistributionError,
     NoMatchingVersionError,
+    ProvidedConflictError,
 )
 from nbenv.resolve.candidates import files_by_version, python_ok
 from nbenv.resolve.provider import PYTHON, Candidate, PypiProvider, Req
@@ -39,6 +40,15 @@ def explain_impossible(
     provider: PypiProvider, causes: Sequence[tuple[Req, Candidate | None]]
 ) -> NbenvError:
     target = provider.target
+    for requirement, _parent in causes:
+        given = provider.provided.get(requirement.name)
+        if given is not None and not requirement.specifier.contains(given.version, True):
+            asked = [_side(provider, r, p).describe() for r, p in causes
+                     if r.name == requirement.name
+                     and not r.specifier.contains(given.version, True)]  # fmt: skip
+            return ProvidedConflictError(
+                requirement.name, list(dict.fromkeys(asked)), str(given.version), given.by
+            )
     python_causes = [(r, p) for r, p in causes if r.name == PYTHON]
     if python_causes and len(python_causes) == len(causes):
         requirement, parent = python_causes[0]

@@ -10,7 +10,7 @@ from packaging.version import Version
 
 from nbenv.resolve.target import Target
 
-__all__ = ["DistFile", "Resolution", "ResolvedPackage"]
+__all__ = ["DistFile", "ProvidedDist", "Resolution", "ResolvedPackage"]
 
 
 @dataclass(frozen=True)
@@ -54,3 +54,12 @@ class Resolution:
     target: Target
     requirements: tuple[Requirement, ...]
     packages: tuple[ResolvedPackage, ...]
+
+
+@dataclass(frozen=True)
+class ProvidedDist:
+    """A Python dist already in the env (a conda package installed it): the PyPI pass takes
+    it as it is, at this version, and installs nothing for it."""
+
+    version: Version
+    by: str  # what provides it, for messages: `the conda package purepy 1.0 pyh0_0`

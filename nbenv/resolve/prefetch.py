@@ -10,7 +10,7 @@ resolver asks, most answers are already here.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from packaging.requirements import Requirement
@@ -55,8 +55,10 @@ class Prefetcher:
         reporter: Reporter | None = None,
         allow_pre: bool = False,
         stale_page: Callable[[NormalizedName], ProjectPage | None] | None = None,
+        skip: Iterable[str] = (),
     ) -> None:
         self._stale_page = stale_page
+        self._skip = frozenset(skip)  # projects the env already holds: never walked
         self._fetch_page = fetch_page
         self.indexes = tuple(indexes)
         self._metadata = metadata
@@ -138,6 +140,8 @@ class Prefetcher:
     def speculate(self, requirement: Requirement, target: Target) -> None:
         """Walk the likely dependency tree of `requirement` in the background."""
         name = canonicalize_name(requirement.name)
+        if name in self._skip:
+            return
         key = (target, name, str(requirement.specifier) + str(sorted(requirement.extras)))
         with self._lock:
             if key in self._walked or self._closed:

@@ -13,6 +13,7 @@ from resolvelib import AbstractProvider
 from resolvelib.structs import RequirementInformation
 
 from nbenv.resolve.candidates import Release
+from nbenv.resolve.model import ProvidedDist
 from nbenv.resolve.prefetch import Prefetcher, active_dependencies
 from nbenv.resolve.target import Target
 
@@ -83,8 +84,11 @@ class PypiProvider(AbstractProvider[Req, Candidate, str]):
         user_requirements: Sequence[Req],
         *,
         allow_pre: bool = False,
+        provided: Mapping[str, ProvidedDist] | None = None,
     ) -> None:
         self.target = target
+        # dists the env already holds (conda's): fixed, never fetched, never installed
+        self.provided = dict(provided or {})
         self.prefetcher = prefetcher
         self.allow_pre = allow_pre
         self.user_keys = {r.key for r in user_requirements}
@@ -128,6 +132,11 @@ class PypiProvider(AbstractProvider[Req, Candidate, str]):
             return [Candidate(PYTHON, self._python)] if ok and self._python not in bad else []
         name = identifier.split("[")[0]
         extras = frozenset().union(*(r.extras for r in reqs)) if reqs else frozenset()
+        given = self.provided.get(name)
+        if given is not None:  # the only candidate; `release=None`: nothing to install
+            ok = all(r.specifier.contains(given.version, prereleases=True) for r in reqs)
+            fits = ok and given.version not in bad
+            return [Candidate(name, given.version, extras)] if fits else []
         releases = self.prefetcher.releases(NormalizedName(name), self.target)
         if releases is None:
             raise UnknownProject(name)

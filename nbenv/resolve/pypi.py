@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from packaging.utils import NormalizedName
@@ -18,7 +18,7 @@ from nbenv.resolve.cache import CachePolicy, ResolveCache
 from nbenv.resolve.flat import FlatLinks
 from nbenv.resolve.index import ACCEPT, PageSource, ProjectPage, fetch_project_page, project_url
 from nbenv.resolve.metadata import MetadataFetcher
-from nbenv.resolve.model import DistFile, Resolution, ResolvedPackage
+from nbenv.resolve.model import DistFile, ProvidedDist, Resolution, ResolvedPackage
 from nbenv.resolve.prefetch import Prefetcher
 from nbenv.resolve.provider import PYTHON, Candidate, PypiProvider, Req, UnknownProject
 from nbenv.resolve.target import Target
@@ -42,8 +42,10 @@ class PypiResolver:
         settings: IndexSettings | None = None,
         workers: int = 24,
         targets: Sequence[Target] | None = None,
+        provided: Mapping[str, ProvidedDist] | None = None,
     ) -> None:
         self.request = request
+        self.provided = dict(provided or {})
         # an env build knows its interpreter exactly; a lock names X.Y only
         self.targets = tuple(targets) if targets else request.targets
         self.reporter = reporter or NullReporter()
@@ -69,6 +71,7 @@ class PypiResolver:
             reporter=self.reporter,
             allow_pre=request.pre,
             stale_page=None if policy is CachePolicy.OFFLINE else self._stale_page,
+            skip=self.provided,
         )
 
     def close(self) -> None:
@@ -125,7 +128,8 @@ class PypiResolver:
         return [self._resolve_target(target, requirements) for target in self.targets]
 
     def _resolve_target(self, target: Target, requirements: Sequence[Req]) -> Resolution:
-        provider = PypiProvider(target, self.prefetcher, requirements, allow_pre=self.request.pre)
+        provider = PypiProvider(target, self.prefetcher, requirements, allow_pre=self.request.pre,
+                                provided=self.provided)  # fmt: skip
         resolver: Resolver[Req, Candidate, str] = Resolver(provider, BaseReporter())
         try:
             result = resolver.resolve(requirements, max_rounds=5000)
@@ -202,8 +206,10 @@ def resolve(
     reporter: Reporter | None = None,
     settings: IndexSettings | None = None,
     targets: Sequence[Target] | None = None,
+    provided: Mapping[str, ProvidedDist] | None = None,
 ) -> list[Resolution]:
-    """Resolve every target of `request` (or `targets`); raises NbenvError subclasses."""
+    """Resolve every target of `request` (or `targets`); raises NbenvError subclasses.
+    `provided`: dists the env already holds (a conda pass installed them), fixed as given."""
     with PypiResolver(
         request,
         client=client,
@@ -212,5 +218,6 @@ def resolve(
         reporter=reporter,
         settings=settings,
         targets=targets,
+        provided=provided,
     ) as session:
         return session.resolve()

@@ -23,12 +23,16 @@ import re
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path, PurePosixPath
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
 from nbenv.errors import NbenvError, UsageError
+
+if TYPE_CHECKING:
+    from nbenv.lock import Lock
+    from nbenv.resolve.mixed import MixedLock
 
 __all__ = ["routes"]
 
@@ -163,13 +167,29 @@ def _notebook_lock(rel: str, notebook: Path) -> dict[str, Any]:
     store = Store()
     envs = []
     for key, entry in sorted(lock.entries.items()):
-        packages = [{"name": str(p.name), "version": str(p.version)}
-                    for p in entry.lock.pylock.packages]  # fmt: skip
+        packages = _locked_packages(entry.lock)
         envs.append({"key": key, "declared": entry.declared, "env_id": entry.env_id,
                      "built": store.exists(entry.env_id), "packages": packages})  # fmt: skip
     lock_file = PurePosixPath(rel).with_name(location.path.name).as_posix()
     return {"path": rel, "lock_file": lock_file, "exists": location.path.is_file(),
             "envs": envs}  # fmt: skip
+
+
+def _locked_packages(lock: Lock | MixedLock) -> list[dict[str, str]]:
+    """A notebook lock entry's packages, conda ones first (as `nbenv show` lists them)."""
+    from nbenv.resolve import mixed  # lazily: the server starts without rattler loaded
+
+    found = []
+    if isinstance(lock, mixed.MixedLock):
+        found += [{"name": p.name, "version": p.version, "source": "conda"}
+                  for p in lock.conda.packages]  # fmt: skip
+        pypi = lock.pypi
+    else:
+        pypi = lock
+    if pypi is not None:
+        found += [{"name": str(p.name), "version": str(p.version), "source": "pypi"}
+                  for p in pypi.pylock.packages]  # fmt: skip
+    return found
 
 
 def _export_notebook(notebook: Path, fmt: str, env: str | None) -> dict[str, Any]:

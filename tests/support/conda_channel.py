@@ -43,6 +43,7 @@ __all__ = [
     "CondaChannel",
     "build_channel",
     "build_conda_package",
+    "build_from_dist",
     "index_channel",
     "native_subdir",
     "serve_channel",
@@ -293,6 +294,22 @@ def build_channel(root: Path) -> Path:
     return root
 
 
+def build_from_dist(out_dir: Path, dist: Any, *, build: str = "pyh0_0") -> Path:
+    """A noarch python conda package of an installed distribution (`importlib.metadata`),
+    its files under `site-packages/` as conda-forge lays them out, its `.dist-info` kept:
+    e.g. the real ipywidgets as a conda package."""
+    name = str(dist.metadata["Name"]).lower().replace("_", "-")
+    files: dict[str, bytes | str] = {}
+    for file in dist.files or []:
+        if "__pycache__" in file.parts or file.parts[0] == ".." or file.name in ("RECORD",):
+            continue
+        source = Path(str(dist.locate_file(file)))
+        if source.is_file():
+            files[f"site-packages/{file.as_posix()}"] = source.read_bytes()
+    return build_conda_package(out_dir, name, dist.version, build, subdir="noarch",
+                               depends=["python >=3.8"], files=files)  # fmt: skip
+
+
 def _build_python_shim(root: Path, subdir: str) -> None:
     major, minor = sys.version_info[:2]
     base = Path(sys.base_prefix)
@@ -319,7 +336,13 @@ def index_channel(root: Path) -> None:
     from rattler.index import index_fs
 
     (root / "noarch").mkdir(parents=True, exist_ok=True)
-    asyncio.run(index_fs(root, write_zst=False, write_shards=False, force=True))
+    # a private loop: asyncio.run would leave the main thread without a current loop,
+    # which tornado-based tests that run later in the session rely on
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(index_fs(root, write_zst=False, write_shards=False, force=True))
+    finally:
+        loop.close()
 
 
 # -- an HTTP server for the channel -------------------------------------------------------

@@ -287,6 +287,8 @@ class IndexServer:
         self.formats: set[str] = set(formats)
         self.auth = auth
         self.latency = latency
+        self._in_flight = 0
+        self.max_in_flight = 0  # most requests waiting out `latency` at once
         self.no_range = no_range
         self.relative_urls = relative_urls
         self.fail_next: dict[str, list[int]] = {
@@ -344,6 +346,7 @@ class IndexServer:
         self.relative_urls = relative_urls
         with self._lock:
             self.fail_next = {}
+            self.max_in_flight = 0
         self.index = self._baseline.copy()
         self.clear_log()
 
@@ -441,7 +444,12 @@ class IndexServer:
 
     def _respond(self, method: str, raw_path: str, headers: Mapping[str, str]) -> _Response:
         if self.latency:
+            with self._lock:
+                self._in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self._in_flight)
             time.sleep(self.latency)
+            with self._lock:
+                self._in_flight -= 1
         injected = self._take_failure(raw_path)
         if injected is not None:
             return _status(injected, retry_after=injected in (429, 503))
