@@ -511,7 +511,6 @@ def _show(ns: argparse.Namespace, reporter: Reporter) -> int:
     for label in ("kind", "path", "python", "kernel", "lock"):
         print(f"  {label + ':':8}{info[label] or '-'}")
     print(f"  {'size:':8}{_size(info['size'])} ({_size(info['size_unique'])} not shared)")
-    print(f"  {'kind:':8}{info['kind']}")
     if info["notebooks"]:
         print(f"  used by {', '.join(info['notebooks'])}")
     print(f"  {'asked:':8}{' '.join(info['requirements']) or '(a lock file)'}")
