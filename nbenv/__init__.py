@@ -16,6 +16,13 @@ def load_ipython_extension(shell: object) -> None:
     load(shell)  # type: ignore[arg-type]
 
 
+def inspect() -> object:
+    """The inspector in the current notebook cell: every env, its packages, actions."""
+    from nbenv.inspector import inspect as show
+
+    return show()
+
+
 def unload_ipython_extension(shell: object) -> None:
     from nbenv.magics import unload_ipython_extension as unload
 
@@ -28,6 +35,7 @@ __all__ = [
     "NullReporter",
     "Reporter",
     "__version__",
+    "inspect",
     "load_ipython_extension",
     "parse_request",
     "unload_ipython_extension",

@@ -136,6 +136,9 @@ def _parser() -> argparse.ArgumentParser:
     show = commands.add_parser("show", help="packages, size, kernel and lock of an env")
     show.add_argument("env", metavar="ENV", help="name, env id or id prefix")
     show.add_argument("--json", action="store_true")
+    show.add_argument(
+        "--html", action="store_true", help="packages, requirement tree and lock as HTML"
+    )
 
     remove = commands.add_parser("remove", help="remove an environment and its kernel")
     remove.add_argument("env", metavar="ENV")
@@ -493,7 +496,14 @@ def _show(ns: argparse.Namespace, reporter: Reporter) -> int:
     from nbenv.store import Store
 
     store = Store()
-    info = describe_env(store, store.resolve_ref(ns.env))
+    env_id = store.resolve_ref(ns.env)
+    if ns.html:
+        from nbenv.inspector.html import detail_html
+        from nbenv.inspector.model import env_detail
+
+        print(detail_html(env_detail(env_id, store)))
+        return 0
+    info = describe_env(store, env_id)
     if ns.json:
         _print_json(info)
         return 0
@@ -501,6 +511,8 @@ def _show(ns: argparse.Namespace, reporter: Reporter) -> int:
     for label in ("kind", "path", "python", "kernel", "lock"):
         print(f"  {label + ':':8}{info[label] or '-'}")
     print(f"  {'size:':8}{_size(info['size'])} ({_size(info['size_unique'])} not shared)")
+    if info["notebooks"]:
+        print(f"  used by {', '.join(info['notebooks'])}")
     print(f"  {'asked:':8}{' '.join(info['requirements']) or '(a lock file)'}")
     print(f"  packages ({len(info['packages'])}):")
     for package in info["packages"]:

@@ -12,16 +12,12 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import filelock
-from packaging.markers import Environment
-from packaging.pylock import PackageSdist, PackageWheel
 from packaging.requirements import Requirement
-from packaging.tags import Tag
 
+from nbenv.envinfo import lock_packages
 from nbenv.errors import DiskFullError, NbenvError, UsageError
-from nbenv.fetch import Artifact, Fetcher
 from nbenv.files import sha256_file
 from nbenv.interpreters import Interpreter, find_interpreter
 from nbenv.kernels import (
@@ -34,17 +30,18 @@ from nbenv.kernels import (
     orphaned_kernelspecs,
     remove_kernelspec,
 )
-from nbenv.linking import LinkMode
-from nbenv.lock import Lock, build_lock, load_lock
 from nbenv.net.auth import Credentials, strip_userinfo
-from nbenv.net.http import HttpClient
 from nbenv.paths import cache_dir
 from nbenv.report import NullReporter, Reporter
 from nbenv.resolve.cache import CachePolicy
 from nbenv.resolve.target import Target
-from nbenv.settings import effective_indexes, read_pip_settings
 from nbenv.spec import EnvRequest
 from nbenv.store import LOCK_FILE, EnvRecord, Store, in_use, stop_compiling
+
+if TYPE_CHECKING:  # imported where used: listing envs must not load the installer's stack
+    from nbenv.linking import LinkMode
+    from nbenv.lock import Lock
+    from nbenv.net.http import HttpClient
 
 __all__ = [
     "KERNEL_REQUIREMENTS",
@@ -120,6 +117,10 @@ def create_env(
 ) -> CreateResult:
     """Build (or find) the env for `request`, or for a given lock (`lock_file` or `lock`:
     no resolution), and register its kernel."""
+    from nbenv.lock import build_lock, load_lock
+    from nbenv.net.http import HttpClient
+    from nbenv.settings import effective_indexes, read_pip_settings
+
     start = time.perf_counter()
     steps: list[tuple[str, float]] = []
     reporter = reporter or NullReporter()
@@ -185,7 +186,7 @@ def create_env(
             if created and compile_bytecode:
                 from nbenv.venv import compile_bytecode as compile_in_background
 
-                compile_in_background(path)
+                store.compiling(lock.env_id, compile_in_background(path).pid)
             if given is None:
                 store.remember(key, lock.env_id)
             result = _existing(store, lock.env_id, request, start, register_kernel,
@@ -246,6 +247,8 @@ def ensure_kernel(
     # Two processes creating the same env both get here: one installs, the other reuses it
     # (KernelSpecManager's copy fails when another process writes the same directory).
     store.home.mkdir(parents=True, exist_ok=True)
+    import filelock  # here: listing envs never needs it
+
     with filelock.FileLock(str(store.home / f".kernel-{kname}.lock")):
         found = current()
         if found is not None:
@@ -282,6 +285,11 @@ def _build(
 ) -> None:
     """Fetch the lock's files and install them into `build`: a new venv from `interpreter`
     (`make_venv`), or the python `build` already holds (a conda prefix with its own)."""
+    from packaging.markers import Environment
+    from packaging.pylock import PackageSdist, PackageWheel
+    from packaging.tags import Tag
+
+    from nbenv.fetch import Artifact, Fetcher
     from nbenv.install import Unpacker, install_wheels
     from nbenv.resolve.sdist import build_wheel_from_sdist
     from nbenv.venv import create_venv
@@ -393,6 +401,8 @@ def gc(store: Store, *, older_than_days: float | None = None, dry_run: bool = Fa
     if not dry_run:
         for spec in orphaned_kernelspecs():
             remove_kernelspec(spec)
+        import filelock
+
         for path in broken:
             # a registration under way holds this lock (ensure_kernel): leave it be
             lock = filelock.FileLock(str(store.home / f".kernel-{path.name}.lock"))
@@ -422,12 +432,40 @@ def gc(store: Store, *, older_than_days: float | None = None, dry_run: bool = Fa
 # -- listing --------------------------------------------------------------------------------
 
 
-def describe_env(store: Store, env_id: str) -> dict[str, Any]:
-    """What `nbenv show` prints: a JSON-able summary of one env."""
+@dataclass(frozen=True)
+class _Known:
+    """What every env's description needs, read once for a whole listing."""
+
+    names: dict[str, list[str]]  # env id -> its names
+    kernels: dict[str, list[KernelSpecInfo]]
+    notebooks: dict[str, list[str]]  # env id -> notebooks (or lock files) that use it
+
+    @classmethod
+    def read(cls, store: Store) -> _Known:
+        from nbenv.notebook_index import notebooks_by_env
+
+        names: dict[str, list[str]] = {}
+        for name, env_id in store.aliases().items():
+            names.setdefault(env_id, []).append(name)
+        kernels: dict[str, list[KernelSpecInfo]] = {}
+        for spec in nbenv_kernelspecs():
+            kernels.setdefault(spec.env_id, []).append(spec)
+        uses = notebooks_by_env(store.home)
+        notebooks = {env_id: sorted({u.label for u in found}) for env_id, found in uses.items()}
+        return cls(names, kernels, notebooks)
+
+
+def describe_env(
+    store: Store, env_id: str, *, known: _Known | None = None, walk: bool = True
+) -> dict[str, Any]:
+    """What `nbenv show` prints: a JSON-able summary of one env. Sizes come from the
+    store's size cache (walked once, then again only when the env changed); `walk=False`
+    gives None for a size not cached yet (the inspector measures those after showing)."""
+    known = known or _Known.read(store)
     record = store.record(env_id)
     path = store.path(env_id)
-    names = sorted(n for n, i in store.aliases().items() if i == env_id)
-    kernels = [s.name for s in nbenv_kernelspecs() if s.env_id == env_id]
+    names = sorted(known.names.get(env_id, ()))
+    kernels = known.kernels.get(env_id, [])
     lock_path: Path | None = path / LOCK_FILE
     packages: list[dict[str, str]] = []
     if record.kind != "pypi":  # conda packages first, then what the PyPI pass added
@@ -442,13 +480,12 @@ def describe_env(store: Store, env_id: str) -> dict[str, Any]:
             packages = [{"name": p.name, "version": p.version, "build": p.build,
                          "source": "conda"} for p in mixed.conda.packages]  # fmt: skip
             lock_path = path / CONDA_LOCK_FILE
-    try:
-        lock = load_lock(path / LOCK_FILE)
-        packages += [{"name": str(p.name), "version": str(p.version), "source": "pypi"}
-                     for p in lock.pylock.packages]  # fmt: skip
-    except NbenvError:
-        lock_path = lock_path if record.kind != "pypi" else None
-    size, unique = store.size(env_id)
+    pypi = lock_packages(path / LOCK_FILE)  # cached beside the lock: listings stay cheap
+    if pypi is not None:
+        packages += [{**p, "source": "pypi"} for p in pypi]
+    elif record.kind == "pypi":
+        lock_path = None
+    size = store.cached_size(env_id, walk=walk)
     return {
         "env_id": env_id,
         "name": ", ".join(names) or None,  # aliases move; the record's name may be stale
@@ -456,16 +493,18 @@ def describe_env(store: Store, env_id: str) -> dict[str, Any]:
         "kind": record.kind,
         "python": record.python,
         "base_interpreter": record.base_interpreter,
-        "kernel": ", ".join(kernels) or None,
-        "kernels": kernels,
+        "kernel": ", ".join(k.name for k in kernels) or None,
+        "kernels": [k.name for k in kernels],
+        "kernel_display_name": ", ".join(k.display_name for k in kernels) or None,
         "lock": str(lock_path) if lock_path else None,
         "requirements": list(record.requirements),
         "indexes": list(record.indexes),
         "packages": packages,
-        "size": size,
-        "size_unique": unique,
+        "size": size.total if size else None,
+        "size_unique": size.unique if size else None,
         "created": record.created,
         "last_used": store.last_used(env_id),
+        "notebooks": known.notebooks.get(env_id, []),
         "startup_files": _startup_files(path),
     }
 
@@ -479,11 +518,16 @@ def _startup_files(env: Path) -> list[str]:
     return sorted(found)
 
 
-def describe_envs(store: Store | None = None) -> list[dict[str, Any]]:
+def describe_envs(store: Store | None = None, *, walk: bool = True) -> list[dict[str, Any]]:
+    """Every env, most recently used first (`nbenv list`, the inspector)."""
     store = store or Store()
+    known = _Known.read(store)
     rows = []
     for env_id in store.env_ids():
-        info = describe_env(store, env_id)
+        try:
+            info = describe_env(store, env_id, known=known, walk=walk)
+        except NbenvError:
+            continue  # removed while we listed
         info["packages"] = len(info["packages"])
         rows.append(info)
     return sorted(rows, key=lambda r: -float(r["last_used"]))

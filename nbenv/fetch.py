@@ -140,6 +140,7 @@ class Fetcher:
             else:
                 found[sha] = path
                 ready(artifact, path)
+        self.reporter.cached(_STAGE, len(found), len(unique))
         if not missing:
             return found
         if self.offline:

@@ -11,11 +11,16 @@ from pathlib import Path
 __all__ = ["atomic_write", "sha256_file"]
 
 
-def atomic_write(path: Path, data: bytes, *, durable: bool = False) -> None:
+def atomic_write(
+    path: Path, data: bytes, *, durable: bool = False, make_parents: bool = True
+) -> None:
     """Readers see the old file or the new one, never a torn one; the umask decides the
     mode, as for any file the user creates. `durable` also flushes to disk first (for
-    files people keep, like locks; caches skip it for speed)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    files people keep, like locks; caches skip it for speed). `make_parents=False` raises
+    FileNotFoundError when the folder is gone (a cache beside an env being removed must not
+    bring its folder back)."""
+    if make_parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
     if durable:
         _remove_dead_temps(path)
     temp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")

@@ -279,7 +279,13 @@ def installed_spec(kname: str, *, prefix: str | None = None) -> KernelSpecInfo |
 
 
 def _kernel_dirs(prefixes: Iterable[str]) -> list[Path]:
-    dirs = [Path(d) for d in _manager().kernel_dirs]
+    # KernelSpecManager's default kernel_dirs, without importing jupyter_client (a listing
+    # of envs would pay its whole import): Jupyter's data path, then IPython's old dir.
+    from jupyter_core.paths import jupyter_path
+
+    dirs = [Path(d) for d in jupyter_path("kernels")]
+    ipython_dir = os.environ.get("IPYTHONDIR") or os.path.join(os.path.expanduser("~"), ".ipython")
+    dirs.append(Path(ipython_dir, "kernels"))
     dirs += [Path(p, "share", "jupyter", "kernels") for p in prefixes]
     unique: dict[str, Path] = {}
     for d in dirs:

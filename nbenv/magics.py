@@ -14,10 +14,7 @@ import os
 import shlex
 import subprocess
 import sys
-import threading
-import time
 from dataclasses import dataclass
-from typing import Any
 
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -66,54 +63,6 @@ class NbenvCellError(Exception):
                 for i, line in enumerate(self.message.splitlines())]  # fmt: skip
 
 
-class CellReporter:
-    """Progress in the cell while an env is resolved and built: one line, updated in place
-    (a display with an id, so it leaves no trace in the cell's output stream), replaced by a
-    one-line summary at the end. The widget display comes with the inspector. Thread-safe:
-    the core reports from worker threads."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._handle: Any = None
-        self._stage = ""
-        self._started = time.perf_counter()
-        self.notes: list[str] = []
-
-    def _show(self, text: str) -> None:
-        from IPython.display import display
-
-        bundle = {"text/plain": text}
-        if self._handle is None:
-            self._handle = display(bundle, raw=True, display_id=True)  # type: ignore[no-untyped-call]
-        else:
-            self._handle.update(bundle, raw=True)
-
-    def stage(self, name: str) -> None:
-        with self._lock:
-            self._stage = name
-            self._show(f"nbenv: {name} ...")
-
-    def progress(self, name: str, done: int, total: int | None) -> None:
-        with self._lock:
-            if name != self._stage or self._handle is None:
-                return
-            amount = f"{done}/{total}" if total else str(done)
-            if name == "downloading":
-                amount = f"{done / 1e6:.1f}/{(total or 0) / 1e6:.1f} MB" if total else ""
-            self._show(f"nbenv: {name} {amount}")
-
-    def note(self, message: str) -> None:
-        with self._lock:
-            self.notes.append(redact(message))
-
-    def finish(self, summary: str | None) -> None:
-        """Replace the progress line with `summary` (nothing shown if no work was done)."""
-        with self._lock:
-            if self._handle is not None:
-                elapsed = time.perf_counter() - self._started
-                self._show(f"nbenv: {summary} ({elapsed:.1f} s)" if summary else "")
-
-
 @dataclass
 class _Running:
     """A child kernel this notebook started, and what it was declared with."""
@@ -152,7 +101,9 @@ class NbenvMagics(Magics):
         if in_env_kernel():
             ready = ready_env_from_host(magic, line, cell, user_ns)
         else:
-            reporter = CellReporter()
+            from nbenv.inspector.progress import ProgressDisplay
+
+            reporter = ProgressDisplay()
             try:
                 ready = ready_env(declaration, user_ns, reporter)
             except BaseException:
@@ -240,12 +191,13 @@ class NbenvMagics(Magics):
 
     @line_magic
     def nbenv(self, line: str) -> None:
-        """%nbenv list|show|remove|gc|lock|export|run|kernel ... — the nbenv CLI."""
+        """%nbenv list|show|remove|gc|lock|export|run|kernel ... — the nbenv CLI;
+        %nbenv inspect — the inspector (every env, its packages, actions)."""
         try:
             argv = shlex.split(line) or ["--help"]
         except ValueError as exc:
             raise NbenvCellError(f"%nbenv {line}: {exc}") from None
-        if argv == ["inspect"]:  # what exists, as a table in the notebook
+        if argv == ["inspect"]:  # what exists, as an app (or a table) in the notebook
             self._inspect()
             return
         self._cli(argv)
@@ -271,12 +223,20 @@ class NbenvMagics(Magics):
             print(err.getvalue().rstrip(), file=sys.stderr)
 
     def _inspect(self) -> None:
-        from IPython.display import HTML, display
+        if in_env_kernel():  # nbenv's core is not importable here: the host's static view
+            from IPython.display import HTML, display
 
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            self._cli(["list", "--html"])
-        display(HTML(out.getvalue()))  # type: ignore[no-untyped-call]
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                self._cli(["list", "--html"])
+            display(HTML(out.getvalue()))  # type: ignore[no-untyped-call]
+            return
+        from nbenv.inspector import inspect
+
+        try:
+            inspect()
+        except NbenvError as exc:
+            raise NbenvCellError(redact(str(exc))) from None
 
 
 def load_ipython_extension(shell: InteractiveShell) -> None:

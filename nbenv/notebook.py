@@ -16,6 +16,7 @@ from nbenv.cellspec import CellDeclaration, parse_cell
 from nbenv.errors import LockFileError, NbenvError, UsageError
 from nbenv.ipynb import read_notebook
 from nbenv.lock import build_lock, load_lock
+from nbenv.notebook_index import record_use
 from nbenv.notebook_lock import (
     EnvLock,
     LockLocation,
@@ -257,9 +258,11 @@ def ensure_env(
     locked = None if upgrade else lock.get(declaration.key)
     conda = conda_request(declaration)
     if conda is not None or isinstance(locked, MixedLock):
-        return _ensure_conda_env(declaration, conda, lock, locked, upgrade=upgrade,
-                                 reporter=reporter, register_kernel=register_kernel,
-                                 kernel_prefix=kernel_prefix)  # fmt: skip
+        env = _ensure_conda_env(declaration, conda, lock, locked, upgrade=upgrade,
+                                reporter=reporter, register_kernel=register_kernel,
+                                kernel_prefix=kernel_prefix)  # fmt: skip
+        record_use(lock.path, env.result.record.env_id)  # the store's notebook -> env index
+        return env
     try:
         result = create_env(
             declaration.pypi,
@@ -276,6 +279,7 @@ def ensure_env(
             f"Resolve it again for this machine: `nbenv lock {notebook_of(lock.path)} "
             "--upgrade`.",
         ) from None
+    record_use(lock.path, result.record.env_id)  # the store's notebook -> env index
     if locked is not None:
         return NotebookEnv(declaration, result, locked, "locked")
     built = load_lock(result.path / LOCK_FILE)

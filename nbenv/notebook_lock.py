@@ -30,6 +30,7 @@ from nbenv.errors import LockFileError
 from nbenv.files import atomic_write
 from nbenv.ipynb import read_notebook, write_notebook
 from nbenv.lock import Lock, lock_from_dict
+from nbenv.notebook_index import record_lock
 from nbenv.paths import nbenv_home
 from nbenv.resolve.mixed import MixedLock
 
@@ -244,12 +245,14 @@ class NotebookLock:
                 return False  # nothing declared, nothing to keep: no empty file
             data = _dumps(merged).encode("utf-8")
             try:
-                if self.path.read_bytes() == data:
-                    return False
+                written = self.path.read_bytes() != data
             except FileNotFoundError:
-                pass
-            atomic_write(self.path, data, durable=True)
-            return True
+                written = True
+            if written:
+                atomic_write(self.path, data, durable=True)
+        # the store's index of which notebooks use which envs (the inspector shows it)
+        record_lock(self.path, [entry.env_id for entry in merged.values()])
+        return written
 
 
 def notebook_of(path: Path) -> str:

@@ -4,10 +4,14 @@ envs/<id>/                 a complete environment (it only appears by atomic ren
 envs/<id>/nbenv-env.json   its record: request, interpreter, created (written before
                            the rename, so a directory without it is not an env)
 envs/<id>/pylock.toml      the lock it was built from
+envs/<id>/.nbenv-size.json its size on disk, cached (Store.cached_size says when it is stale)
+envs/<id>/.nbenv-compiling the pid of its background bytecode compiler (the size grows until
+                           it ends)
 envs/.build-<id>-<random>/ a build in progress (or a killed one, removed by gc)
 envs/.<id>.lock            held while <id> is built, so a second creator waits
 names/<name>.json          a human name -> env id
 requests/<key>.json        a request already resolved -> env id (no network next time)
+notebooks/<key>.json       a notebook lock and the env ids it uses (nbenv.notebook_index)
 """
 
 from __future__ import annotations
@@ -22,19 +26,31 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
-
-import filelock
+from typing import TYPE_CHECKING, Any, overload
 
 from nbenv.errors import NbenvError, UsageError
 from nbenv.files import atomic_write
 from nbenv.paths import nbenv_home
 
-__all__ = ["EnvRecord", "Store", "in_use", "stop_compiling"]
+if TYPE_CHECKING:
+    import filelock
+
+__all__ = ["EnvRecord", "EnvSize", "Store", "in_use", "stop_compiling"]
 
 RECORD = "nbenv-env.json"
 LOCK_FILE = "pylock.toml"
 _LAST_USED = ".nbenv-last-used"
+_SIZE = ".nbenv-size.json"
+_COMPILING = ".nbenv-compiling"
+
+
+@dataclass(frozen=True)
+class EnvSize:
+    """Bytes on disk of an env: `total` counts each file once however many hardlinks it
+    has; `unique` is what removing the env frees (files no other env or cache links)."""
+
+    total: int
+    unique: int
 
 
 @dataclass(frozen=True)
@@ -144,6 +160,8 @@ class Store:
         with self._locks_guard:
             lock = self._locks.get(env_id)
             if lock is None:
+                import filelock  # here: listing envs never needs it
+
                 self.envs.mkdir(parents=True, exist_ok=True)
                 lock = filelock.FileLock(str(self.envs / f".{env_id}.lock"))
                 self._locks[env_id] = lock
@@ -159,6 +177,8 @@ class Store:
     @contextmanager
     def try_holding(self, env_id: str) -> Iterator[bool]:
         """Hold the env's lock if nobody does (True), else yield False at once."""
+        import filelock
+
         lock = self._env_lock(env_id)
         try:
             lock.acquire(timeout=0)
@@ -228,6 +248,8 @@ class Store:
     def leftovers(self) -> list[Path]:
         """Build and trash dirs from killed processes: a build dir is only ever made under
         its env's lock, so one whose lock nobody holds is dead."""
+        import filelock
+
         if not self.envs.is_dir():
             return []
         out = []
@@ -244,12 +266,60 @@ class Store:
             out.append(path)
         return out
 
+    # -- sizes, cached beside the record ---------------------------------------------------
+    @overload
+    def cached_size(self, env_id: str, *, refresh: bool = ...) -> EnvSize: ...
+    @overload
+    def cached_size(self, env_id: str, *, refresh: bool = ..., walk: bool) -> EnvSize | None: ...
+    def cached_size(
+        self, env_id: str, *, refresh: bool = False, walk: bool = True
+    ) -> EnvSize | None:
+        """The env's size without walking its files, when the cached figure is current.
+
+        Walked once (on first ask) and kept in `.nbenv-size.json` with a stamp: the mtime of
+        the env's site-packages (installing or removing a package changes it) and the pid of
+        the background bytecode compiler if it was still running (its .pyc files grow the
+        env: the figure is walked again once it has ended). `walk=False`: None rather than
+        a walk when no current figure is cached."""
+        path = self.path(env_id)
+        stamp = _stamp(path)
+        if not refresh:
+            try:
+                data = json.loads((path / _SIZE).read_text())
+                # a figure taken while the compiler ran is redone until one is taken after
+                if data.get("stamp") == stamp and data.get("compiler") is None:
+                    return EnvSize(int(data["total"]), int(data["unique"]))
+            except (OSError, ValueError, TypeError, KeyError, AttributeError):
+                pass
+        if not walk:
+            return None
+        compiler = self._compiler(env_id)
+        total, unique = self.size(env_id)
+        data = {"total": total, "unique": unique, "stamp": stamp, "compiler": compiler}
+        with contextlib.suppress(OSError):  # a read-only store still answers
+            atomic_write(path / _SIZE, json.dumps(data).encode(), make_parents=False)
+        return EnvSize(total, unique)
+
+    def compiling(self, env_id: str, pid: int) -> None:
+        """Remember the env's bytecode compiler, so a size taken meanwhile is redone."""
+        with contextlib.suppress(OSError):
+            atomic_write(self.path(env_id) / _COMPILING, str(pid).encode(), make_parents=False)
+
+    def _compiler(self, env_id: str) -> int | None:
+        try:
+            pid = int((self.path(env_id) / _COMPILING).read_text())
+        except (OSError, ValueError):
+            return None
+        return pid if _alive(pid) else None
+
     def size(self, env_id: str, seen: set[tuple[int, int]] | None = None) -> tuple[int, int]:
         """(bytes on disk counting every hardlinked file once, bytes unique to this env)."""
         seen = set() if seen is None else seen
         total = unique = 0
         for root, _dirs, files in os.walk(self.path(env_id)):
             for name in files:
+                if name == _SIZE:  # the figure does not count itself
+                    continue
                 try:
                     st = os.lstat(os.path.join(root, name))
                 except OSError:
@@ -262,6 +332,34 @@ class Store:
                 if st.st_nlink == 1:
                     unique += st.st_size
         return total, unique
+
+
+def _stamp(env_dir: Path) -> int:
+    """Changes when packages are installed into or removed from the env."""
+    for site in sorted(env_dir.glob("lib/python*/site-packages")):
+        with contextlib.suppress(OSError):
+            return site.stat().st_mtime_ns
+    try:
+        return env_dir.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists, under another user
+    # a zombie (ended, not yet reaped by its parent) has finished its work
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _read_id(path: Path) -> str | None:

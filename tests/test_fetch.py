@@ -42,6 +42,7 @@ class Recorder:
     def __init__(self) -> None:
         self.events: list[tuple[str, ...]] = []
         self.progress_calls: list[tuple[int, int | None]] = []
+        self.cached_calls: list[tuple[str, int, int]] = []
         self._lock = threading.Lock()
 
     def stage(self, name: str) -> None:
@@ -56,6 +57,10 @@ class Recorder:
     def note(self, message: str) -> None:
         with self._lock:
             self.events.append(("note", message))
+
+    def cached(self, name: str, hits: int, total: int) -> None:
+        with self._lock:
+            self.cached_calls.append((name, hits, total))
 
 
 @pytest.fixture
@@ -97,6 +102,7 @@ def test_fetch_verifies_and_stores_by_hash(
     assert path.read_bytes() == universe.path(BETA).read_bytes()
     assert sorted(p.name for p in path.parent.iterdir()) == [".lock", BETA]  # no .part left
     assert reporter.events == [("stage", "downloading")]
+    assert reporter.cached_calls == [("downloading", 0, 1)]
     assert reporter.progress_calls[-1] == (wanted.size, wanted.size)
     done = [d for d, _ in reporter.progress_calls]
     assert done == sorted(done)
@@ -134,6 +140,7 @@ def test_cached_files_are_not_downloaded_again(
     assert list(again) == [w.sha256 for w in wanted]
     assert index.count() == 0
     assert reporter.events == []  # nothing to download: no stage shown
+    assert reporter.cached_calls == [("downloading", 2, 2)]  # the same file twice: one item
 
 
 def test_each_file_is_handed_over_as_soon_as_it_is_ready(

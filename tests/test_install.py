@@ -61,6 +61,10 @@ class Recorder:
         with self._lock:
             self.events.append(("note", message))
 
+    def cached(self, name: str, hits: int, total: int) -> None:
+        with self._lock:
+            self.events.append(("cached", name, str(hits), str(total)))
+
     def notes(self) -> list[str]:
         return [event[1] for event in self.events if event[0] == "note"]
 

@@ -181,7 +181,8 @@ def test_nbenv_line_magic_mirrors_the_cli(
     assert printed[2].splitlines()[1].startswith("viacli")
     (table,) = [o for o in cells[3] if o["output_type"] == "display_data"]
     shown = table["data"]["text/html"]  # type: ignore[index]
-    assert "<table>" in shown and "<td>viacli</td>" in shown and "1 environment(s)" in shown
+    assert "<table>" in shown and "<td>viacli</td>" in shown and "1 environment;" in shown
+    assert "application/vnd.jupyter.widget-view+json" in table["data"]  # type: ignore[operator]
     (error,) = [o for o in cells[4] if o["output_type"] == "error"]
     assert "No environment named or with id 'nope'" in "\n".join(error["traceback"])  # type: ignore[arg-type]
 

@@ -124,6 +124,9 @@ class Notes:
         with self._lock:
             self.notes.append(message)
 
+    def cached(self, name: str, hits: int, total: int) -> None:
+        pass
+
 
 @pytest.fixture
 def counter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
