@@ -328,6 +328,7 @@ def _ensure_conda_env(
     built = load_env_lock(result.path)
     if built is None:
         raise LockFileError(str(result.path), "holds no conda lock; remove the env and retry.")
-    lock.put(declaration.key, declaration, canonical(built))
+    entry = canonical(built)
+    lock.put(declaration.key, declaration, entry)
     status: Literal["added", "upgraded"] = "upgraded" if upgrade else "added"
-    return NotebookEnv(declaration, result, canonical(built), status)
+    return NotebookEnv(declaration, result, entry, status)
