@@ -290,7 +290,7 @@ def _build(
     from packaging.tags import Tag
 
     from nbenv.fetch import Artifact, Fetcher
-    from nbenv.install import Unpacker, install_wheels
+    from nbenv.install import Unpacker, install_wheels, unpack_processes
     from nbenv.resolve.sdist import build_wheel_from_sdist
     from nbenv.venv import create_venv
     from nbenv.wheelcache import WheelToInstall
@@ -310,11 +310,13 @@ def _build(
             raise NbenvError(f"{package.name}: the lock has no sha256 for {dist.name}")
         artifacts.append(Artifact(dist.name or dist.url.rsplit("/", 1)[-1], dist.url, sha,
                                   dist.size))  # fmt: skip
-    # The venv first (it is quick), then every wheel unpacked as soon as it is downloaded:
-    # the small ones unpack while the big ones still arrive.
-    if make_venv:
-        create_venv(interpreter.path, build, final_dir=final)
-    with Unpacker(cache) as unpacker:
+    # Unpacking workers first (their start-up overlaps the rest), then the venv (quick),
+    # then every wheel unpacked as soon as it is downloaded: the small ones unpack while
+    # the big ones still arrive.
+    wheels_to_get = [(a.sha256, a.size) for a in artifacts if a.filename.endswith(".whl")]
+    with Unpacker(cache, processes=unpack_processes(cache, wheels_to_get)) as unpacker:
+        if make_venv:
+            create_venv(interpreter.path, build, final_dir=final)
 
         def unpack_early(artifact: Artifact, path: Path) -> None:
             if artifact.filename.endswith(".whl"):
@@ -344,6 +346,7 @@ def _build(
             reporter=reporter,
             final_dir=final,
             unpacker=unpacker,
+            link_early=True,  # a build dir: discarded on error
         )
     (build / LOCK_FILE).write_text(lock.dumps())
     steps.append(("install", time.perf_counter() - t1))

@@ -13,6 +13,7 @@ import os
 import shutil
 import threading
 from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import BinaryIO, Literal, cast
 
@@ -170,7 +171,7 @@ class LinkingDestination(SchemeDictionaryDestination):
 
     linker: Linker
     wheel_name: str
-    shared: frozenset[str]  # identical in several wheels: whoever comes first places it
+    shared: AbstractSet[str]  # identical in several wheels: whoever comes first places it
     tally: Tally = field(default_factory=Tally)
     _made: set[str] = field(default_factory=set)
 
