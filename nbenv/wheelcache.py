@@ -15,6 +15,7 @@ import base64
 import configparser
 import hashlib
 import json
+import lzma
 import os
 import re
 import shutil
@@ -25,7 +26,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import filelock
 from installer.exceptions import InstallerError
@@ -40,6 +41,14 @@ try:
     from isal import isal_zlib as _isal_zlib
 except ImportError:  # an optional speed-up; zlib does the same, slower
     _isal_zlib = None  # type: ignore[assignment]
+_INFLATE_ERRORS: tuple[type[Exception], ...] = (zlib.error, EOFError, lzma.LZMAError) + (
+    (cast("type[Exception]", _isal_zlib.error),) if _isal_zlib is not None else ()
+)
+_ZIP_READ_ERRORS: tuple[type[Exception], ...] = (
+    *_INFLATE_ERRORS,
+    zipfile.BadZipFile,
+    NotImplementedError,
+)
 
 __all__ = [
     "CHUNK",
@@ -378,6 +387,8 @@ def _unpack_raw(
                 block = inflater.decompress(inflater.unconsumed_tail, limit + 1 - size)
             if size > limit or not remaining:
                 break
+    except _INFLATE_ERRORS as exc:
+        raise InvalidWheelError(name, f"{info.filename}: its data is corrupt ({exc})") from None
     finally:
         os.close(out)
     if inflater is not None and size <= limit and not inflater.eof:
@@ -405,15 +416,18 @@ def _copy_checked(
         other = hashlib.new(record.hash_.name)
     limit = record.size if record.size is not None else None
     size = 0
-    with archive.open(info) as stream, target.open("xb") as out:
-        while block := stream.read(CHUNK):
-            size += len(block)
-            if limit is not None and size > limit:  # stop a lying entry before it fills disks
-                break
-            sha256.update(block)
-            if other is not None:
-                other.update(block)
-            out.write(block)
+    try:
+        with archive.open(info) as stream, target.open("xb") as out:
+            while block := stream.read(CHUNK):
+                size += len(block)
+                if limit is not None and size > limit:  # stop a lying entry before it fills disks
+                    break
+                sha256.update(block)
+                if other is not None:
+                    other.update(block)
+                out.write(block)
+    except _ZIP_READ_ERRORS as exc:
+        raise InvalidWheelError(name, f"{info.filename}: its data is corrupt ({exc})") from None
     digest = _b64(sha256.digest())
     if record.hash_ is not None or record.size is not None:
         expected = record.hash_.value if record.hash_ is not None else None
