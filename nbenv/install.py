@@ -21,12 +21,19 @@ from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
-import installer
 from installer.exceptions import InstallerError
 from installer.utils import get_launcher_kind
 
 from nbenv.errors import InstallConflictError, InstallError, InvalidWheelError, UsageError
-from nbenv.linking import CachedSource, Linker, LinkingDestination, LinkMode, Tally, join_path
+from nbenv.linking import (
+    Linker,
+    LinkingDestination,
+    LinkMode,
+    Tally,
+    install_cached,
+    join_path,
+    placement,
+)
 from nbenv.report import NullReporter, Reporter
 from nbenv.unpacking import UnpackWorkers
 from nbenv.venv import Layout, env_python, query_layout
@@ -248,22 +255,13 @@ def _dedupe(wheels: Sequence[WheelToInstall]) -> list[WheelToInstall]:
     return list(by_hash.values())
 
 
-def _placement(path: str, data_dir: str, root_scheme: str) -> tuple[str, str]:
-    """(scheme, path within it) of an archive member, as installer's _determine_scheme;
-    `data_dir` ends with "/"."""
-    if path.startswith(data_dir):
-        scheme, _, rest = path[len(data_dir) :].partition("/")
-        return scheme, rest
-    return root_scheme, path
-
-
 def _targets(wheel: UnpackedWheel, schemes: dict[str, str]) -> Iterator[tuple[str, str | None]]:
     """Every path a wheel writes, with the sha256 of its bytes (None: made at install time)."""
     record = f"{wheel.dist_info}/RECORD"
     data_dir = wheel.data_dir + "/"
     for file in wheel.files:
         if file.path != record:
-            scheme, path = _placement(file.path, data_dir, wheel.root_scheme)
+            scheme, path = placement(file.path, data_dir, wheel.root_scheme)
             yield join_path(schemes[scheme], path), file.digest
     root = schemes[wheel.root_scheme]
     for generated in ("RECORD", *INSTALL_TIME_FILES):
@@ -324,7 +322,7 @@ def _install_one(
     if wheel.requested:
         metadata["REQUESTED"] = b""
     try:
-        installer.install(CachedSource(unpacked), destination, additional_metadata=metadata)
+        install_cached(unpacked, destination, metadata)
     except (InstallerError, ValueError) as exc:
         raise InvalidWheelError(unpacked.filename, str(exc)) from exc
     except OSError as exc:
