@@ -8,7 +8,8 @@ Decisions:
 - A prefix is built where it will not stay (the store renames a finished build into place):
   `final_prefix` is the path written into files that embed their prefix.
 - Credentials are not in a solution: `channels` (as the user gave them, with userinfo or a
-  conda token) put them back on the package URLs, else rattler's auth storage supplies them.
+  conda token) supply them through the client (`channel_client`), else rattler's auth
+  storage does; no URL rattler sees or writes (conda-meta, its caches) holds them.
 """
 
 from __future__ import annotations
@@ -23,19 +24,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nbenv.errors import CondaInstallError, NbenvError, UsageError
-from nbenv.files import atomic_write
 from nbenv.paths import cache_dir as default_cache_dir
 from nbenv.report import NullReporter, Reporter
 from nbenv.resolve.conda import CondaPackage, CondaSolution
 from nbenv.resolve.conda_dists import dists_in_paths
-from nbenv.resolve.conda_runtime import (
-    clean_url,
-    conda_client,
-    error_summary,
-    redact_channels,
-    run_async,
-    with_credentials,
-)
+from nbenv.resolve.conda_runtime import channel_client, error_summary, run_async
 
 if TYPE_CHECKING:
     import rattler
@@ -73,38 +66,26 @@ def install_prefix(
             f"This conda solution is for {solution.platform}; it cannot be installed on "
             f"{here}. Solve without --platform to build an environment here."
         )
-    given = tuple(channels)
-    records = [p.to_record(with_credentials(p.url, given)) for p in solution.packages]
+    records = [p.to_record() for p in solution.packages]
     reporter.stage("installing conda packages")
     try:
-        run_async(
-            rattler.install(
-                records,
-                target_prefix=prefix,
-                cache_dir=(cache_dir or default_cache_dir()) / "conda" / "pkgs",
-                client=conda_client(),
-                execute_link_scripts=False,  # arbitrary code; nbenv never runs it
-                show_progress=False,
-                reporter=_progress(reporter, len(records)),
-                alternative_target_prefix=final_prefix,
+        with channel_client(channels) as client:
+            run_async(
+                rattler.install(
+                    records,
+                    target_prefix=prefix,
+                    cache_dir=(cache_dir or default_cache_dir()) / "conda" / "pkgs",
+                    client=client,
+                    execute_link_scripts=False,  # arbitrary code; nbenv never runs it
+                    show_progress=False,
+                    reporter=_progress(reporter, len(records)),
+                    alternative_target_prefix=final_prefix,
+                )
             )
-        )
     except NbenvError:
         raise
     except Exception as exc:  # rattler has one exception class per failure kind
         raise CondaInstallError(str(final_prefix or prefix), _reason(exc)) from None
-    if any(c != clean_url(c) for c in given):
-        _scrub_credentials(prefix)
-
-
-def _scrub_credentials(prefix: Path) -> None:
-    """rattler writes each record's URL, as it fetched it (token or userinfo included),
-    into conda-meta/*.json: the env must not keep the user's channel credentials."""
-    for meta in (prefix / "conda-meta").glob("*.json"):
-        text = meta.read_text(encoding="utf-8")
-        clean = redact_channels(text)
-        if clean != text:
-            atomic_write(meta, clean.encode("utf-8"))
 
 
 def _reason(exc: Exception) -> str:

@@ -34,8 +34,8 @@ from nbenv.resolve.conda_model import (
     CondaSolution,
 )
 from nbenv.resolve.conda_runtime import (
+    channel_client,
     clean_url,
-    conda_client,
     error_summary,
     redact_channels,
     run_async,
@@ -228,20 +228,32 @@ def solve(
     offline: bool = False,
 ) -> CondaSolution:
     """Solve `request` for its platform. `offline`: repodata from the cache only."""
+    # credentials reach rattler through the client alone, never in a URL it keeps
+    named = [s.partition("::")[0] for s in request.specs if "::" in s]
+    with channel_client([*request.effective_channels, *named]) as client:
+        return _solve(request, client, cache_dir, reporter, offline)
+
+
+def _solve(
+    request: CondaRequest,
+    client: rattler.Client,
+    cache_dir: Path | None,
+    reporter: Reporter | None,
+    offline: bool,
+) -> CondaSolution:
     import rattler
     from rattler.exceptions import SolverError
 
     reporter = reporter or NullReporter()
     root = (cache_dir or default_cache_dir()) / "conda"
-    client = conda_client()
     config = rattler.SourceConfig(cache_action="force-cache-only" if offline else "cache-or-fetch")
     # a new gateway each time: a kept one would answer from memory without revalidating
     gateway = rattler.Gateway(cache_dir=root / "repodata", default_config=config, client=client)
     specs = [rattler.MatchSpec(s) for s in request.specs]
-    sources = list(request.effective_channels)
+    sources = [clean_url(c) for c in request.effective_channels]
     for spec in specs:  # `chan::pkg` names a channel the user wants searched
-        if spec.channel is not None and spec.channel.base_url not in sources:
-            sources.append(spec.channel.base_url)
+        if spec.channel is not None and clean_url(spec.channel.base_url) not in sources:
+            sources.append(clean_url(spec.channel.base_url))
     virtual = virtual_packages(request)
     reporter.stage("solving conda packages")
     try:

@@ -131,8 +131,6 @@ def test_a_channel_token_is_never_written_or_shown(
 
         def check(label: str) -> None:
             hits = find_secret(CONDA_TOKEN, [tmp_path], messages)
-            # rattler's own repodata cache: see the xfail test below
-            hits = [h for h in hits if "/cache/conda/repodata/" not in h]
             assert faults.leaked(hits) == [], f"after {label}: {hits}"
 
         faults.inject("secrets", "conda solve through a token channel")
@@ -154,18 +152,26 @@ def test_a_channel_token_is_never_written_or_shown(
         check("errors")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="py-rattler keeps the channel URL, token included, in its repodata cache "
-    "(NBENV_HOME/cache/conda/repodata/*.info.json and shard caches)",
-)
-def test_the_conda_repodata_cache_holds_no_channel_token(
+def test_the_conda_caches_hold_no_channel_token(
     conda_channel: CondaChannel, faults: FaultLog, isolated_env: IsolatedEnv
 ) -> None:
+    """rattler's repodata and package caches, and the env's conda-meta, hold the channel URL
+    without its token: rattler is given clean URLs and the token through a private auth
+    file, which is gone once the call returns."""
+    import tempfile
+
+    from nbenv.conda import install_prefix
     from nbenv.resolve.conda import parse_conda_args, solve
 
-    faults.inject("secrets", "conda repodata cache after a token channel solve")
+    faults.inject("secrets", "conda caches after a token channel solve and install")
+    before = set(Path(tempfile.gettempdir()).glob("nbenv-auth-*"))
     with serve_channel(conda_channel.path, token=CONDA_TOKEN) as server:
-        solve(parse_conda_args(["-c", f"{server.url}t/{CONDA_TOKEN}/", "hello-tool"]))
-    hits = find_secret(CONDA_TOKEN, [isolated_env.nbenv_home], [])
+        channel = f"{server.url}t/{CONDA_TOKEN}/"
+        solution = solve(parse_conda_args(["-c", channel, "hello-tool", "purepy"]))
+        assert solution.python_dists == {"purepy": "1.0"}  # paths.json read through the token
+        install_prefix(solution, isolated_env.root / "env", channels=[channel])
+        assert any(path.startswith(f"/t/{CONDA_TOKEN}/") for path in server.log)
+    assert (isolated_env.root / "env" / "conda-meta").is_dir()
+    assert set(Path(tempfile.gettempdir()).glob("nbenv-auth-*")) == before
+    hits = find_secret(CONDA_TOKEN, [isolated_env.nbenv_home, isolated_env.root / "env"], [])
     assert faults.leaked(hits) == []
