@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nbenv.conda_check import check_packages
 from nbenv.errors import CondaInstallError, NbenvError, UsageError
 from nbenv.paths import cache_dir as default_cache_dir
 from nbenv.report import NullReporter, Reporter
@@ -67,14 +68,17 @@ def install_prefix(
             f"{here}. Solve without --platform to build an environment here."
         )
     records = [p.to_record() for p in solution.packages]
+    pkgs = (cache_dir or default_cache_dir()) / "conda" / "pkgs"
     reporter.stage("installing conda packages")
     try:
         with channel_client(channels) as client:
+            # rattler aborts the process on a path outside the prefix: refuse those first
+            check_packages(solution.packages, pkgs, client, str(final_prefix or prefix))
             run_async(
                 rattler.install(
                     records,
                     target_prefix=prefix,
-                    cache_dir=(cache_dir or default_cache_dir()) / "conda" / "pkgs",
+                    cache_dir=pkgs,
                     client=client,
                     execute_link_scripts=False,  # arbitrary code; nbenv never runs it
                     show_progress=False,

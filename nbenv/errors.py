@@ -42,6 +42,7 @@ __all__ = [
     "SpecError",
     "SubKernelError",
     "SubKernelStartError",
+    "UnsafeCondaPackageError",
     "UnsafeWheelError",
     "UsageError",
     "VariableTransferError",
@@ -566,6 +567,19 @@ class CondaInstallError(InstallError):
         self.prefix = prefix
         self.reason = reason
         super().__init__(f"Installing conda packages into {prefix} failed: {reason}")
+
+
+class UnsafeCondaPackageError(InstallError):
+    """A conda package's file list names a path outside the prefix; nothing was linked."""
+
+    def __init__(self, package: str, path: str) -> None:
+        self.package = package
+        self.path = path
+        super().__init__(
+            f"Cannot install the conda package {package}: its info/paths.json names {path!r}, "
+            "which would be written outside the environment. The package is refused and "
+            "nothing was installed; report it to its channel."
+        )
 
 
 class ProvidedConflictError(NbenvError):

@@ -245,16 +245,12 @@ except NbenvError as exc:
     sys.exit(1)
 """
 
-ABORTS = pytest.mark.xfail(
-    strict=True,
-    reason="py-rattler 0.28 panics on an absolute path in a package's paths.json and rayon "
-    "aborts the whole process (SIGABRT): nbenv cannot catch it in-process",
-)
 CONDA = [
     ("conda package path with ../", {"files": {"../escaped-conda.txt": "x\n"}},
      "escaped-conda.txt"),
-    pytest.param("conda package absolute path", {"files": {"/tmp/nbenv-hostile-conda.txt": "x\n"}},
-                 "nbenv-hostile-conda.txt", marks=ABORTS),
+    # py-rattler 0.28 itself would panic on this one and abort the whole process (SIGABRT)
+    ("conda package absolute path", {"files": {"/tmp/nbenv-hostile-conda.txt": "x\n"}},
+     "nbenv-hostile-conda.txt"),
     ("conda package path climbing out", {"files": {"share/../../escaped-conda.txt": "x\n"}},
      "escaped-conda.txt"),
     ("conda package symlink out of the prefix", {"symlinks": {"share/passwd": "/etc/passwd"},
@@ -295,7 +291,9 @@ def test_conda_packages_escaping_the_prefix(
     )
     assert out.returncode in (0, 1), f"the install crashed ({out.returncode}): {out.stderr[-500:]}"
     if name is not None:
-        assert out.returncode == 1 and "evil" in out.stderr, out.stderr
+        assert out.returncode == 1 and "evil-1.0-h0_0.tar.bz2" in out.stderr, out.stderr
+        assert name in out.stderr and "outside the environment" in out.stderr, out.stderr
+        assert not prefix.exists() or not list(prefix.rglob(name))  # nothing was linked
     problems = []
     if name is not None:
         problems += [f"{p} was written" for p in _outside(tmp_path, name)
@@ -303,4 +301,42 @@ def test_conda_packages_escaping_the_prefix(
     for link in prefix.rglob("*") if prefix.exists() else []:
         if link.is_symlink() and link.resolve().exists():
             assert link.resolve().read_bytes() != MARKER  # nothing was written through it
+    assert faults.lost(problems) == []
+
+
+def test_a_hostile_conda_package_leaves_the_store_and_cache_usable(
+    faults: FaultLog, isolated_env: IsolatedEnv, tmp_path: Path
+) -> None:
+    """Through `nbenv create --conda`: refused with the package and the path named, no env
+    in the store, nothing written outside; the same cache then builds a good env, and the
+    refusal is not remembered as safe."""
+    from support.conda_channel import build_conda_package, index_channel, native_subdir
+
+    faults.inject("hostile package", "conda package absolute path, through nbenv create")
+    channel = tmp_path / "channel"
+    build_conda_package(
+        channel,
+        "evil",
+        "1.0",
+        subdir=native_subdir(),
+        files={"/tmp/nbenv-hostile-cli.txt": "x\n", "share/evil.txt": "e\n"},
+    )
+    build_conda_package(channel, "good", "1.0", subdir=native_subdir(),
+                        files={"share/good.txt": "g\n"})  # fmt: skip
+    index_channel(channel)
+    argv = ["create", "--json", "--no-kernel", "--channel", channel.as_uri()]
+    for attempt in ("first", "again"):  # a refusal is never remembered as safe
+        out = nbenv(*argv, "--conda", "evil", "--conda", "good")
+        assert out.returncode == 1, f"{attempt}: {out.returncode} {out.stderr[-500:]}"
+        assert "evil-1.0-h0_0.tar.bz2" in out.stderr, out.stderr
+        assert "/tmp/nbenv-hostile-cli.txt" in out.stderr and "Traceback" not in out.stderr
+    problems = [f"{p} was written" for p in _outside(isolated_env.root, "nbenv-hostile-cli.txt")]
+    problems += store_problems(isolated_env.nbenv_home)
+    if list((isolated_env.nbenv_home / "envs").glob("[!.]*")):
+        problems.append("an env is in the store")
+    good = nbenv(*argv, "--conda", "good")
+    assert good.returncode == 0, good.stderr
+    env = Path(json.loads(good.stdout)["path"])
+    assert (env / "share" / "good.txt").read_text() == "g\n"
+    assert not (env / "share" / "evil.txt").exists()
     assert faults.lost(problems) == []

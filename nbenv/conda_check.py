@@ -1,0 +1,129 @@
+"""Refuse conda packages whose file list escapes the prefix, before rattler links them.
+
+py-rattler 0.28 panics on an absolute path in a package's `info/paths.json` while linking,
+and rayon turns the panic into an abort of the whole process (a Jupyter kernel included):
+nothing can catch it. So every package's paths are checked first: no absolute path, no
+drive, no `..` component (conda packages never need one).
+
+Keep it cheap, it runs on every create: a package found safe is remembered by its sha256
+(in this process, and as an empty marker file under NBENV cache `conda/checked/`), so each
+package is read once per machine. The file list comes from where rattler will link it:
+rattler's extracted package cache when its entry holds this sha256, else the archive
+(a local file for file:// channels, hashed first; range requests or streaming over HTTP).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlsplit
+
+from nbenv.errors import CondaInstallError, UnsafeCondaPackageError
+from nbenv.resolve.conda_model import CondaPackage
+from nbenv.resolve.conda_runtime import redact_channels, run_async
+
+if TYPE_CHECKING:
+    import rattler
+
+__all__ = ["check_packages", "escaping_path"]
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_safe: set[str] = set()  # sha256 of packages found safe in this process
+
+
+def escaping_path(paths: Iterable[str]) -> str | None:
+    """The first path that would land outside the prefix, if any."""
+    for path in paths:
+        text = path.replace("\\", "/")
+        if not text or text.startswith("/") or _DRIVE.match(text) or ".." in text.split("/"):
+            return path
+    return None
+
+
+def check_packages(
+    packages: Sequence[CondaPackage], pkgs_dir: Path, client: rattler.Client, prefix: str
+) -> None:
+    """Raise UnsafeCondaPackageError for the first package that names a path outside the
+    prefix. `pkgs_dir` is rattler's package cache (its parent holds the verdicts); `prefix`
+    names the env being built in other errors."""
+    marks = pkgs_dir.parent / "checked"
+    todo = [p for p in packages if p.sha256 not in _safe and not (marks / p.sha256).exists()]
+    if not todo:
+        return
+    listed = run_async(_read_all(todo, pkgs_dir, client, prefix))
+    for package, paths in zip(todo, listed, strict=True):
+        bad = escaping_path(paths)
+        if bad is not None:
+            raise UnsafeCondaPackageError(package.filename, bad)
+    marks.mkdir(parents=True, exist_ok=True)
+    for package in todo:
+        (marks / package.sha256).touch()
+        _safe.add(package.sha256)
+
+
+async def _read_all(
+    packages: Sequence[CondaPackage], pkgs_dir: Path, client: rattler.Client, prefix: str
+) -> list[list[str]]:
+    limit = asyncio.Semaphore(16)
+
+    async def one(package: CondaPackage) -> list[str]:
+        async with limit:
+            return await _paths(package, pkgs_dir, client, prefix)
+
+    return list(await asyncio.gather(*(one(p) for p in packages)))
+
+
+async def _paths(
+    package: CondaPackage, pkgs_dir: Path, client: rattler.Client, prefix: str
+) -> list[str]:
+    cached = _from_cache(package, pkgs_dir)
+    if cached is not None:
+        return cached
+    from rattler.package import PathsJson
+
+    try:
+        if package.url.startswith("file:"):
+            local = Path(unquote(urlsplit(package.url).path))
+            _verify(local, package)
+            found: PathsJson | None = await asyncio.to_thread(PathsJson.from_package_archive, local)
+        else:
+            found = await PathsJson.from_remote_url(client, package.url)
+    except Exception as exc:  # rattler raises its own classes for I/O and format errors
+        reason = f"cannot read the file list of {package.filename} ({redact_channels(str(exc))})"
+        raise CondaInstallError(prefix, reason) from None
+    if found is None:
+        raise CondaInstallError(prefix, f"{package.filename} has no info/paths.json")
+    return [str(entry.relative_path) for entry in found.paths]
+
+
+def _from_cache(package: CondaPackage, pkgs_dir: Path) -> list[str] | None:
+    """The file list of rattler's extracted copy, if that copy is of this very archive:
+    rattler's `<stem>.lock` ends with the sha256 of what it extracted (and it links from
+    the copy only then). None when the cache cannot vouch for it."""
+    stem = f"{package.name}-{package.version}-{package.build}"
+    try:
+        lock = (pkgs_dir / f"{stem}.lock").read_bytes()
+        if len(lock) != 40 or lock[8:].hex() != package.sha256:
+            return None
+        info = pkgs_dir / stem / "info"
+        try:
+            data = json.loads((info / "paths.json").read_text(encoding="utf-8"))
+            return [str(entry["_path"]) for entry in data["paths"]]
+        except FileNotFoundError:  # old packages list their files in info/files only
+            return (info / "files").read_text(encoding="utf-8").splitlines()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _verify(path: Path, package: CondaPackage) -> None:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != package.sha256:
+        raise OSError(f"sha256 {digest.hexdigest()} differs from the channel's repodata")
