@@ -25,11 +25,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from jupyter_client.kernelspec import KernelSpecManager
-
+from typing import Any
 
 from nbenv.errors import KernelSpecError, UsageError
 from nbenv.net.auth import redact
@@ -139,24 +135,89 @@ def install_kernelspec(
             },
         },
     }
-    manager = _manager()
-    with tempfile.TemporaryDirectory(prefix="nbenv-kernel-") as tmp:
-        # a subdirectory: copytree keeps modes, and the temp dir itself is private (0700)
-        source = Path(tmp) / kname
-        source.mkdir()
-        _copy_logos(source)
-        text = json.dumps(spec, indent=1, ensure_ascii=False) + "\n"
-        (source / "kernel.json").write_text(text, encoding="utf-8")
-        try:
-            destination = manager.install_kernel_spec(
-                str(source), kname, user=user and prefix is None, prefix=prefix
-            )
-        except OSError as exc:
-            where = exc.filename or prefix or "the kernels directory"
-            raise KernelSpecError(kname, str(where), _reason(exc)) from None
-    info = _read_spec(Path(destination))
+    kernels = _destination(user=user and prefix is None, prefix=prefix)
+    text = json.dumps(spec, indent=1, ensure_ascii=False) + "\n"
+    try:
+        _write_spec(kernels, kname, text)
+    except OSError as exc:
+        raise KernelSpecError(kname, str(exc.filename or kernels), _reason(exc)) from None
+    info = _read_spec(kernels / kname)
     assert info is not None  # we just wrote it
     return info
+
+
+def _destination(*, user: bool, prefix: str | None) -> Path:
+    """The kernels dir jupyter_client's `install_kernel_spec` would use."""
+    from jupyter_core.paths import SYSTEM_JUPYTER_PATH, jupyter_data_dir
+
+    if user:
+        return Path(jupyter_data_dir(), "kernels")
+    if prefix:
+        return Path(os.path.abspath(prefix), "share", "jupyter", "kernels")
+    return Path(SYSTEM_JUPYTER_PATH[0], "kernels")
+
+
+_STAGING = ".nbenv-staging-"
+
+
+def _write_spec(kernels: Path, kname: str, text: str) -> None:
+    """Write the spec beside its final place and rename it in: Jupyter never sees a spec
+    dir without a whole kernel.json. The staging dir holds the spec one level down, so
+    Jupyter does not list it (a kernel dir has kernel.json at its top)."""
+    kernels.mkdir(parents=True, exist_ok=True)
+    _remove_dead_staging(kernels)
+    staging = Path(tempfile.mkdtemp(prefix=f"{_STAGING}{os.getpid()}-", dir=kernels))
+    try:
+        source = staging / kname
+        source.mkdir()
+        _copy_logos(source)
+        with open(source / "kernel.json", "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        _place(source, kernels / kname)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _place(source: Path, destination: Path) -> None:
+    """A new spec appears at once (one rename); an existing one is replaced file by file,
+    each an atomic replace and kernel.json last, so it is always either whole file."""
+    if destination.is_symlink() or destination.is_file():
+        destination.unlink()
+    try:
+        os.rename(source, destination)
+        return
+    except OSError:
+        if not destination.is_dir():
+            raise
+    names = sorted((p.name for p in source.iterdir()), key=lambda n: n == "kernel.json")
+    for name in names:
+        os.replace(source / name, destination / name)
+    for old in destination.iterdir():
+        if old.name not in names:  # what an older spec had and this one does not
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
+
+
+def _remove_dead_staging(kernels: Path) -> None:
+    """Staging dirs of processes that died (kill -9) before they cleaned up."""
+    for entry in kernels.glob(f"{_STAGING}*"):
+        pid = entry.name[len(_STAGING) :].partition("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's process
+    return True
 
 
 def nbenv_kernelspecs(*, prefixes: Iterable[str] = ()) -> list[KernelSpecInfo]:
@@ -226,13 +287,6 @@ def remove_kernelspec(spec: str | KernelSpecInfo, *, prefixes: Iterable[str] = (
             raise KernelSpecError(name, str(target), _reason(exc)) from None
         removed.append(target)
     return removed
-
-
-def _manager() -> KernelSpecManager:
-    # imported here: jupyter_client costs ~60 ms of start-up that most commands never use
-    from jupyter_client.kernelspec import KernelSpecManager
-
-    return KernelSpecManager(log=_log)
 
 
 # The env's kernel loads nbenv's magics itself, from a folder that holds nbenv's package and

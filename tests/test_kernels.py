@@ -172,6 +172,47 @@ def test_installing_again_replaces_the_spec_quietly(
     assert capfd.readouterr() == ("", "")  # the core never prints
 
 
+def test_a_spec_is_replaced_atomically_while_jupyter_reads_it(tmp_path: Path) -> None:
+    """Readers (Jupyter's picker, another nbenv) that read the spec while it is written
+    again always find a whole kernel.json; files the old spec had and the new one has not
+    are gone after, and no staging dir is left or listed."""
+    import threading
+
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    env_dir = fake_env(tmp_path / "env")
+    first = install(env_dir)
+    (first.resource_dir / "stale.txt").write_text("from an older spec\n")
+    done = threading.Event()
+    seen: list[str] = []
+
+    def read() -> None:
+        while not done.is_set():
+            try:
+                data = json.loads((first.resource_dir / "kernel.json").read_text())
+            except (OSError, ValueError) as exc:
+                seen.append(repr(exc))
+            else:
+                seen.append(str(data["metadata"]["nbenv"]["requirements"]))
+            names = set(KernelSpecManager().find_kernel_specs())
+            if names != {first.name} and not names <= {first.name, "python3"}:
+                seen.append(f"listed {sorted(names)}")
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for i in range(40):
+            install(env_dir, requirements=[f"numpy=={i}"])
+    finally:
+        done.set()
+        reader.join()
+    broken = [s for s in seen if not s.startswith("['")]
+    assert broken == [] and len(seen) > 1
+    assert not (first.resource_dir / "stale.txt").exists()
+    assert [p.name for p in first.resource_dir.parent.iterdir()] == [first.name]
+    assert nbenv_kernelspecs()[0].requirements == ("numpy==39",)
+
+
 def test_prefix_and_sys_prefix_installs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_env: IsolatedEnv
 ) -> None:

@@ -64,9 +64,12 @@ CREATE_PHASES = [
 
 # Phases of the kernelspec: an env with the kernel packages (from the shared cache)
 KERNEL_PHASES = [
-    ("kernelspec: kernel files being written", "open-w", "/jupyter/data/kernels/nbenv-", 1),
+    ("kernelspec: kernel files being written", "open-w", "/jupyter/data/kernels/.nbenv-staging-",
+     1),
     ("kernelspec: kernel.json being written", "open-w", "/jupyter/data/kernels/&kernel.json", 1),
-]
+    ("kernelspec: written spec about to be renamed in", "os.rename",
+     "/jupyter/data/kernels/.nbenv-staging-", 1),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -101,7 +104,7 @@ def test_kill_during_create_then_run_again(
 
 
 @pytest.mark.parametrize(
-    ("phase", "event", "substring", "count"), KERNEL_PHASES, ids=["files", "kernel.json"]
+    ("phase", "event", "substring", "count"), KERNEL_PHASES, ids=["files", "kernel.json", "rename"]
 )
 def test_kill_while_registering_the_kernel_then_run_again(
     phase: str,
@@ -126,6 +129,44 @@ def test_kill_while_registering_the_kernel_then_run_again(
     python = isolated_env.nbenv_home / "envs" / env_id / "bin" / "python"
     ran = subprocess.run([python, "-c", "import alpha, beta, gamma, ipykernel"], check=False)
     assert ran.returncode == 0
+    assert not list((isolated_env.jupyter_data / "kernels").glob(".nbenv-staging-*"))
+
+
+@pytest.mark.parametrize("event", ["os.rename", "open-w"])  # os.replace audits as os.rename
+def test_kill_while_replacing_a_kernelspec_leaves_the_old_one_whole(
+    event: str,
+    env_index: IndexServer,
+    fast_cache: Path,
+    faults: FaultLog,
+    isolated_env: IsolatedEnv,
+) -> None:
+    """An env's spec that must be written again (here: it names another env id) is
+    replaced in place, each file atomically: killed at any point, kernel.json is the old
+    one or the new one, whole, and never missing."""
+    faults.inject("process", f"kill -9 while replacing a kernelspec ({event})")
+    argv = ["create", "--json", "--no-compile", "--index-url", env_index.url, "alpha"]
+    out = nbenv(*argv)
+    assert out.returncode == 0, out.stderr
+    env_id = json.loads(out.stdout)["env_id"]
+    (spec,) = (isolated_env.jupyter_data / "kernels").glob(f"nbenv-{env_id[:12]}*")
+    stale = json.loads((spec / "kernel.json").read_text())
+    stale["metadata"]["nbenv"]["env_id"] = "stale"
+    (spec / "kernel.json").write_text(json.dumps(stale))
+    killed(event, "/jupyter/data/kernels/&kernel.json", 1, *argv)
+    problems = []
+    try:
+        seen = json.loads((spec / "kernel.json").read_text())
+    except (OSError, ValueError) as exc:
+        problems.append(f"kernel.json of {spec.name} is broken after the kill ({exc!r})")
+    else:
+        if seen["metadata"]["nbenv"]["env_id"] not in ("stale", env_id):
+            problems.append(f"kernel.json of {spec.name} is neither the old nor the new one")
+    out = nbenv(*argv)
+    assert out.returncode == 0, out.stderr
+    assert json.loads((spec / "kernel.json").read_text())["metadata"]["nbenv"]["env_id"] == env_id
+    assert not list((isolated_env.jupyter_data / "kernels").glob(".nbenv-staging-*"))
+    problems += _all_problems(isolated_env, after_recovery=True)
+    assert faults.lost(problems) == []
 
 
 LOCK_PHASES = [
