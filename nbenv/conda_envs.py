@@ -37,7 +37,7 @@ from nbenv.errors import NbenvError, UsageError
 from nbenv.interpreters import Interpreter, find_interpreter
 from nbenv.linking import LinkMode
 from nbenv.net.auth import Credentials, strip_userinfo
-from nbenv.net.http import HttpClient
+from nbenv.net.http import DEFAULT_RETRIES, DEFAULT_TIMEOUT, HttpClient
 from nbenv.paths import cache_dir
 from nbenv.report import NullReporter, Reporter
 from nbenv.resolve.cache import CachePolicy
@@ -137,7 +137,9 @@ def create_conda_env(
                                      kernel_prefix)  # fmt: skip
 
     client = HttpClient(
-        credentials=Credentials([*indexes, *(settings.find_links if settings else ())])
+        credentials=Credentials([*indexes, *(settings.find_links if settings else ())]),
+        timeout=settings.timeout if settings else DEFAULT_TIMEOUT,
+        retries=settings.retries if settings else DEFAULT_RETRIES,
     )
     try:
         if given is not None:

@@ -145,7 +145,11 @@ def create_env(
                     return _existing(store, known, request, start, register_kernel,
                                      kernel_prefix)  # fmt: skip
 
-    client = HttpClient(credentials=Credentials([*indexes, *settings.find_links]))
+    client = HttpClient(
+        credentials=Credentials([*indexes, *settings.find_links]),
+        timeout=settings.timeout,
+        retries=settings.retries,
+    )
     try:
         if given is not None:
             lock = given

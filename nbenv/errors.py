@@ -28,6 +28,7 @@ __all__ = [
     "KernelSpecError",
     "LockFileError",
     "NbenvError",
+    "NetworkSettingError",
     "NoCompatibleDistributionError",
     "NoInterpreterError",
     "NoMatchingVersionError",
@@ -196,6 +197,17 @@ class PipConfigError(NbenvError):
         self.source = source
         self.reason = reason
         super().__init__(f"pip configuration {source}: {reason}")
+
+
+class NetworkSettingError(UsageError):
+    """A network setting (pip's `timeout`/`retries`, NBENV_HTTP_*) has a value that is not
+    one; `source` is the file or variable it came from."""
+
+    def __init__(self, source: str, option: str, value: str, wanted: str) -> None:
+        self.source = source
+        self.option = option
+        self.value = value
+        super().__init__(f"{source}: {option} = {value!r} is not valid; it wants {wanted}")
 
 
 class NoInterpreterError(NbenvError):

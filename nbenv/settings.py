@@ -12,6 +12,10 @@ pip's `configuration.py` and `cli/parser.py`:
 - an empty value unsets; list options are whitespace-separated and replace, not extend
   (so a value of only spaces, which pip keeps, empties a list).
 
+The network options pip shares with nbenv, `timeout` (seconds, pip's `--timeout`) and
+`retries` (pip's `--retries`), are read by the same rules; `NBENV_HTTP_TIMEOUT` and
+`NBENV_HTTP_RETRIES` win over every pip setting. Unset: 30 s and 3 retries.
+
 Plain paths (`/srv/wheels`, `~/idx`, `./wheels`) become absolute `file://` URLs when read,
 relative to the current directory as pip would take them, so downstream code sees only URLs.
 URLs keep their credentials (the HTTP client needs them); show them with `strip_userinfo`.
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import configparser
 import locale
+import math
 import os
 import re
 import sys
@@ -30,8 +35,9 @@ from pathlib import Path
 
 import platformdirs
 
-from nbenv.errors import PipConfigError
+from nbenv.errors import NetworkSettingError, PipConfigError
 from nbenv.net.auth import strip_userinfo
+from nbenv.net.http import DEFAULT_RETRIES, DEFAULT_TIMEOUT
 
 __all__ = [
     "DEFAULT_INDEX_URL",
@@ -53,7 +59,10 @@ _OPTIONS = {  # config key -> the field it sets ("pypi-url" is pip's alias of --
     "extra-index-url": "extra_index_urls",
     "find-links": "find_links",
     "no-index": "no_index",
+    "timeout": "timeout",
+    "retries": "retries",
 }
+_NBENV_NETWORK = (("NBENV_HTTP_TIMEOUT", "timeout"), ("NBENV_HTTP_RETRIES", "retries"))
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # two letters at least: C:\ is a path
 _TRUE = ("y", "yes", "t", "true", "on", "1")
 _FALSE = ("n", "no", "f", "false", "off", "0")
@@ -67,6 +76,8 @@ class IndexSettings:
     extra_index_urls: tuple[str, ...] = ()
     find_links: tuple[str, ...] = ()
     no_index: bool = False  # pip's --no-index: the configured indexes are off
+    timeout: float = DEFAULT_TIMEOUT  # seconds an HTTP request may wait for an answer
+    retries: int = DEFAULT_RETRIES  # tries after the first on a transient failure
     # option -> where its value came from (a file path or "PIP_..."), for --debug output
     sources: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
@@ -86,6 +97,8 @@ class IndexSettings:
         ]
         if self.no_index:
             lines.append(line("no-index", ["true"]))
+        lines.append(line("timeout", [f"{self.timeout:g} s"]))
+        lines.append(line("retries", [str(self.retries)]))
         return "\n".join(lines)
 
 
@@ -141,6 +154,9 @@ def read_pip_settings(environ: Mapping[str, str] | None = None) -> IndexSettings
         for name, (value, source) in merged[section].items():
             if name in _OPTIONS and value:  # pip drops empty values after merging
                 values[_OPTIONS[name]] = (value, source)
+    for variable, name in _NBENV_NETWORK:  # nbenv's own wins over anything pip's
+        if env.get(variable, "").strip():
+            values[name] = (env[variable], variable)
 
     def urls(name: str) -> tuple[str, ...]:
         raw = values.get(name, ("", ""))[0]
@@ -157,6 +173,8 @@ def read_pip_settings(environ: Mapping[str, str] | None = None) -> IndexSettings
         extra_index_urls=urls("extra_index_urls"),
         find_links=urls("find_links"),
         no_index=no_index,
+        timeout=_to_timeout(*values["timeout"]) if "timeout" in values else DEFAULT_TIMEOUT,
+        retries=_to_retries(*values["retries"]) if "retries" in values else DEFAULT_RETRIES,
         sources=tuple((option_names[f], src) for f, (_, src) in values.items()),
     )
 
@@ -221,6 +239,25 @@ def _to_bool(value: str, source: str) -> bool:
     raise PipConfigError(
         source, f"no-index = {value!r} is not a boolean (use true/false, yes/no, 1/0)"
     )
+
+
+def _to_timeout(value: str, source: str) -> float:
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise NetworkSettingError(
+            source, "timeout", value, "a number of seconds above 0, e.g. 60 or 2.5"
+        )
+    return seconds
+
+
+def _to_retries(value: str, source: str) -> int:
+    text = value.strip()
+    if not text.isdigit():
+        raise NetworkSettingError(source, "retries", value, "a whole number of 0 or more, e.g. 5")
+    return int(text)
 
 
 def _home(env: Mapping[str, str]) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nbenv import settings as settings_module
-from nbenv.errors import PipConfigError
+from nbenv.errors import NetworkSettingError, PipConfigError
 from nbenv.net.auth import strip_userinfo
 from nbenv.settings import (
     DEFAULT_INDEX_URL,
@@ -322,3 +322,43 @@ def test_agrees_with_pip(
     assert ours.extra_index_urls == tuple(map(normalize_location, options.extra_index_urls))
     assert ours.find_links == tuple(map(normalize_location, options.find_links))
     assert ours.no_index == options.no_index
+
+
+# -- network options: pip's timeout and retries, NBENV_HTTP_* winning ----------------------
+
+
+def test_timeout_and_retries_default_to_30_s_and_3(machine: Machine) -> None:
+    found = machine.read()
+    assert (found.timeout, found.retries) == (30.0, 3)
+
+
+def test_timeout_and_retries_follow_pips_order(machine: Machine) -> None:
+    machine.write("user", "[global]\ntimeout = 60\nretries = 5\n[install]\nretries = 7\n")
+    found = machine.read()
+    assert (found.timeout, found.retries) == (60.0, 7)  # [install] beats [global]
+    found = machine.read(PIP_TIMEOUT="2.5", PIP_RETRIES="0")
+    assert (found.timeout, found.retries) == (2.5, 0)  # variables beat files
+    found = machine.read(PIP_TIMEOUT="2.5", NBENV_HTTP_TIMEOUT="9", NBENV_HTTP_RETRIES="1")
+    assert (found.timeout, found.retries) == (9.0, 1)  # nbenv's own beat pip's
+    assert machine.read(NBENV_HTTP_TIMEOUT=" ").timeout == 60.0  # blank: unset
+    assert "timeout: 60 s  [" in machine.read().summary()
+    assert "retries: 7  [" in machine.read().summary()
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("timeout", "soon"), ("timeout", "0"), ("timeout", "-3"), ("timeout", "nan"),
+     ("timeout", "inf"), ("retries", "-1"), ("retries", "1.5"), ("retries", "lots")],
+)  # fmt: skip
+def test_a_bad_timeout_or_retries_names_where_it_came_from(
+    machine: Machine, key: str, value: str
+) -> None:
+    path = machine.write("user", f"[global]\n{key} = {value}\n")
+    with pytest.raises(NetworkSettingError) as info:
+        machine.read()
+    assert info.value.source == str(path) and info.value.option == key
+    assert repr(value) in str(info.value)
+    variable = f"NBENV_HTTP_{key.upper()}"
+    with pytest.raises(NetworkSettingError) as info:
+        machine.read(**{variable: value})
+    assert info.value.source == variable

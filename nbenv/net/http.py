@@ -2,6 +2,8 @@
 
 Every network access in nbenv goes through an `HttpClient` that is passed in, so tests hand
 it a local index and nothing else reaches the network. It is safe to share between threads.
+Its timeout and retries come from the user's settings (pip's `timeout`/`retries`,
+NBENV_HTTP_TIMEOUT/NBENV_HTTP_RETRIES; see nbenv.settings) where the client is made.
 """
 
 from __future__ import annotations
@@ -23,8 +25,17 @@ from nbenv import __version__
 from nbenv.errors import IndexAccessError
 from nbenv.net.auth import Credentials, redact, split_credentials
 
-__all__ = ["DownloadResult", "HttpClient", "HttpResponse", "file_url_to_path"]
+__all__ = [
+    "DEFAULT_RETRIES",
+    "DEFAULT_TIMEOUT",
+    "DownloadResult",
+    "HttpClient",
+    "HttpResponse",
+    "file_url_to_path",
+]
 
+DEFAULT_TIMEOUT = 30.0  # seconds without an answer (connect: at most 10 of them)
+DEFAULT_RETRIES = 3
 _RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _CHUNK = 256 * 1024
 
@@ -57,8 +68,8 @@ class HttpClient:
         self,
         *,
         credentials: Credentials | None = None,
-        timeout: float = 30.0,
-        retries: int = 3,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
         backoff: float = 0.25,
         max_connections: int = 32,
     ) -> None:
@@ -118,7 +129,7 @@ class HttpClient:
                 response = client.get(clean, headers=dict(headers or {}), auth=auth)
             except transient as exc:
                 if attempt >= self.retries:
-                    raise IndexAccessError(redact(clean), _describe(exc)) from None
+                    raise IndexAccessError(redact(clean), self._describe(exc, attempt)) from None
             else:
                 if response.status_code not in _RETRY_STATUS or attempt >= self.retries:
                     if response.status_code in _RETRY_STATUS:
@@ -200,12 +211,24 @@ class HttpClient:
                         return DownloadResult(final, status, offset, kept)
             except transient as exc:
                 if attempt >= self.retries:
-                    raise IndexAccessError(redact(clean), _describe(exc)) from None
+                    raise IndexAccessError(redact(clean), self._describe(exc, attempt)) from None
                 if _size(dest) > high_water:  # a broken stream that made progress
                     high_water = _size(dest)
                     attempt = 0
             time.sleep(self.backoff * (2**attempt))
             attempt += 1
+
+    def _describe(self, exc: Exception, attempt: int) -> str:
+        import httpx
+
+        if isinstance(exc, httpx.TimeoutException):
+            tries = f"{attempt + 1} tries" if attempt else "1 try"
+            return (
+                f"no answer within the {self._timeout:g} s timeout ({type(exc).__name__}, "
+                f"{tries}); set a longer one with NBENV_HTTP_TIMEOUT or pip's `timeout` "
+                "setting (PIP_TIMEOUT)"
+            )
+        return _describe(exc)
 
 
 def file_url_to_path(url: str) -> Path:

@@ -53,7 +53,11 @@ class PypiResolver:
         self.indexes = effective_indexes(request.index_url, request.extra_index_urls, settings)
         self.find_links = settings.find_links
         self._own_client = client is None
-        self.client = client or HttpClient(credentials=Credentials(self.indexes))
+        self.client = client or HttpClient(
+            credentials=Credentials(self.indexes),
+            timeout=settings.timeout,
+            retries=settings.retries,
+        )
         self.cache_root = cache_root or cache_dir()
         self.cache = ResolveCache(self.cache_root / "resolve", policy)
         self.metadata = MetadataFetcher(self.client, self.cache, self._build_sdist)

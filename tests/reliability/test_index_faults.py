@@ -187,6 +187,70 @@ def test_a_stalled_index_times_out_then_retries(
     )
 
 
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"NBENV_HTTP_TIMEOUT": "0.4", "NBENV_HTTP_RETRIES": "1"},
+        {"PIP_TIMEOUT": "0.4", "PIP_RETRIES": "1"},
+        # nbenv's variables win over pip's
+        {"PIP_TIMEOUT": "120", "PIP_RETRIES": "9", "NBENV_HTTP_TIMEOUT": "0.4",
+         "NBENV_HTTP_RETRIES": "1"},
+        {"PIP_CONFIG_FILE": "pip.conf"},  # [global] timeout = 0.4, retries = 1
+    ],
+    ids=["nbenv-variables", "pip-variables", "nbenv-wins", "pip-config"],
+)  # fmt: skip
+def test_the_configured_timeout_stops_a_stalled_index(
+    setting: dict[str, str],
+    auth_index: IndexServer,
+    faults: FaultLog,
+    isolated_env: IsolatedEnv,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A private index that stops answering: the user's timeout (pip's or nbenv's) and
+    retries apply, and the error names the URL and the timeout, without the credentials."""
+    import time
+
+    from checks import find_secret
+
+    faults.inject("index", f"stalled index with a configured timeout ({', '.join(setting)})")
+    config = isolated_env.root / "pip.conf"
+    config.write_text("[global]\ntimeout = 0.4\nretries = 1\n")
+    for key, value in setting.items():
+        monkeypatch.setenv(key, str(config) if key == "PIP_CONFIG_FILE" else value)
+    auth_index.inject("/simple/private/", Fault("stall", seconds=3.0), times=10)
+    started = time.monotonic()
+    out = nbenv("lock", "--index-url", auth_index.url_with_auth(), "private", timeout=60)
+    took = time.monotonic() - started
+    assert out.returncode == 1, out.stdout
+    assert auth_index.project_url("private") in out.stderr, out.stderr
+    assert "within the 0.4 s timeout" in out.stderr and "2 tries" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+    assert took < 2 * 3.0, f"the 0.4 s timeout was not applied: {took:.1f} s"
+    assert faults.leaked(find_secret("s3cret", [], [out.stdout, out.stderr])) == []
+    _checks(faults, isolated_env)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("NBENV_HTTP_TIMEOUT", "soon"), ("NBENV_HTTP_TIMEOUT", "0"), ("PIP_TIMEOUT", "-1"),
+     ("NBENV_HTTP_RETRIES", "2.5"), ("PIP_RETRIES", "many")],
+)  # fmt: skip
+def test_a_bad_timeout_or_retries_setting_is_a_clear_error(
+    variable: str,
+    value: str,
+    index: IndexServer,
+    faults: FaultLog,
+    isolated_env: IsolatedEnv,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    faults.inject("bad input", f"{variable}={value}")
+    monkeypatch.setenv(variable, value)
+    out = nbenv("lock", "--index-url", index.url, "alpha")
+    assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
+    assert variable in out.stderr and repr(value) in out.stderr, out.stderr
+    _checks(faults, isolated_env)
+
+
 def test_a_redirect_to_another_host_does_not_carry_credentials(
     auth_index: IndexServer,
     make_index,  # type: ignore[no-untyped-def]
