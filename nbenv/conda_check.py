@@ -10,6 +10,9 @@ Keep it cheap, it runs on every create: a package found safe is remembered by it
 package is read once per machine. The file list comes from where rattler will link it:
 rattler's extracted package cache when its entry holds this sha256, else the archive
 (a local file for file:// channels, hashed first; range requests or streaming over HTTP).
+Those HTTP reads cannot be checked against the sha256 (only whole archives can): a channel
+that answers them with another file list than its archive holds could still get a package
+past this check, and then rattler would abort, but nothing would be written outside.
 """
 
 from __future__ import annotations
