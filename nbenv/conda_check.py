@@ -55,11 +55,23 @@ def check_packages(
     prefix. `pkgs_dir` is rattler's package cache (its parent holds the verdicts); `prefix`
     names the env being built in other errors."""
     marks = pkgs_dir.parent / "checked"
-    todo = [p for p in packages if p.sha256 not in _safe and not (marks / p.sha256).exists()]
+    todo = []
+    for package in packages:
+        if package.sha256 in _safe:
+            continue
+        if (marks / package.sha256).exists():
+            _safe.add(package.sha256)
+        else:
+            todo.append(package)
     if not todo:
         return
-    listed = run_async(_read_all(todo, pkgs_dir, client, prefix))
-    for package, paths in zip(todo, listed, strict=True):
+    listed = {p.sha256: _from_cache(p, pkgs_dir) for p in todo}
+    fetch = [p for p in todo if listed[p.sha256] is None]
+    if fetch:
+        read = run_async(_read_all(fetch, pkgs_dir, client, prefix))
+        listed.update((p.sha256, paths) for p, paths in zip(fetch, read, strict=True))
+    for package in todo:
+        paths = listed[package.sha256] or []
         bad = escaping_path(paths)
         if bad is not None:
             raise UnsafeCondaPackageError(package.filename, bad)
@@ -84,9 +96,6 @@ async def _read_all(
 async def _paths(
     package: CondaPackage, pkgs_dir: Path, client: rattler.Client, prefix: str
 ) -> list[str]:
-    cached = _from_cache(package, pkgs_dir)
-    if cached is not None:
-        return cached
     from rattler.package import PathsJson
 
     try:
