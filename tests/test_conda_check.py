@@ -49,6 +49,12 @@ def _forget() -> None:
     conda_check._safe.clear()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_process() -> None:
+    """Verdicts kept in memory by earlier tests (same sha256s) would skip the reads."""
+    _forget()
+
+
 def test_a_safe_verdict_is_kept_and_read_from_rattlers_cache(channel: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     solution = solve(parse_conda_args(["-c", channel.as_uri(), "good"]), cache_dir=cache)
