@@ -37,13 +37,13 @@ from nbenv.errors import NbenvError, UsageError
 from nbenv.interpreters import Interpreter, find_interpreter
 from nbenv.linking import LinkMode
 from nbenv.net.auth import Credentials, strip_userinfo
-from nbenv.net.http import DEFAULT_RETRIES, DEFAULT_TIMEOUT, HttpClient
+from nbenv.net.http import HttpClient
 from nbenv.paths import cache_dir
 from nbenv.report import NullReporter, Reporter
 from nbenv.resolve.cache import CachePolicy
 from nbenv.resolve.conda_model import CondaRequest
 from nbenv.resolve.mixed import CONDA_LOCK_FILE, MixedLock, resolve_mixed
-from nbenv.settings import effective_indexes, read_pip_settings
+from nbenv.settings import DEFAULT_RETRIES, DEFAULT_TIMEOUT, effective_indexes, read_pip_settings
 from nbenv.spec import EnvRequest
 from nbenv.store import EnvRecord, Store
 

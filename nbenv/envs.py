@@ -117,8 +117,6 @@ def create_env(
 ) -> CreateResult:
     """Build (or find) the env for `request`, or for a given lock (`lock_file` or `lock`:
     no resolution), and register its kernel."""
-    from nbenv.lock import build_lock, load_lock
-    from nbenv.net.http import HttpClient
     from nbenv.settings import effective_indexes, read_pip_settings
 
     start = time.perf_counter()
@@ -135,6 +133,8 @@ def create_env(
     key = request_key(request, interpreter, indexes, kernel=register_kernel)
 
     if lock_file is not None:
+        from nbenv.lock import load_lock
+
         lock = load_lock(lock_file)
     given = lock
     if given is None and policy is CachePolicy.DEFAULT:
@@ -144,6 +144,10 @@ def create_env(
                 if store.exists(known):  # gc may have taken it just now: then build again
                     return _existing(store, known, request, start, register_kernel,
                                      kernel_prefix)  # fmt: skip
+
+    # imported here: finding an existing env (a kernel's every `%%pypi` cell) needs neither
+    from nbenv.lock import build_lock
+    from nbenv.net.http import HttpClient
 
     client = HttpClient(
         credentials=Credentials([*indexes, *settings.find_links]),

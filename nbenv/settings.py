@@ -37,10 +37,11 @@ import platformdirs
 
 from nbenv.errors import NetworkSettingError, PipConfigError
 from nbenv.net.auth import strip_userinfo
-from nbenv.net.http import DEFAULT_RETRIES, DEFAULT_TIMEOUT
 
 __all__ = [
     "DEFAULT_INDEX_URL",
+    "DEFAULT_RETRIES",
+    "DEFAULT_TIMEOUT",
     "IndexSettings",
     "effective_indexes",
     "normalize_location",
@@ -49,6 +50,8 @@ __all__ = [
 ]
 
 DEFAULT_INDEX_URL = "https://pypi.org/simple"
+DEFAULT_TIMEOUT = 30.0  # seconds without an answer (connect: at most 10 of them)
+DEFAULT_RETRIES = 3
 
 _CONFIG_NAME = "pip.ini" if sys.platform == "win32" else "pip.conf"
 _ETC_DIR = "/etc"  # pip appends it to the XDG dirs on Unix; tests point it elsewhere

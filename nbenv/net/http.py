@@ -24,18 +24,10 @@ if TYPE_CHECKING:
 from nbenv import __version__
 from nbenv.errors import IndexAccessError
 from nbenv.net.auth import Credentials, redact, split_credentials
+from nbenv.settings import DEFAULT_RETRIES, DEFAULT_TIMEOUT
 
-__all__ = [
-    "DEFAULT_RETRIES",
-    "DEFAULT_TIMEOUT",
-    "DownloadResult",
-    "HttpClient",
-    "HttpResponse",
-    "file_url_to_path",
-]
+__all__ = ["DownloadResult", "HttpClient", "HttpResponse", "file_url_to_path"]
 
-DEFAULT_TIMEOUT = 30.0  # seconds without an answer (connect: at most 10 of them)
-DEFAULT_RETRIES = 3
 _RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _CHUNK = 256 * 1024
 
