@@ -166,7 +166,7 @@ def test_gc_at_the_moment_a_create_registers_its_kernel(
     pause.mkdir()
     killer = str(Path(__file__).with_name("killer.py"))
     creator = subprocess.Popen(
-        [sys.executable, killer, "open-w", "/jupyter/data/kernels/nbenv-", "1", "--",
+        [sys.executable, killer, "open-w", "/jupyter/data/kernels/.nbenv-staging-", "1", "--",
          "create", "--json", "--no-compile", "--index-url", env_index.url, "alpha"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "NBENV_TEST_PAUSE_DIR": str(pause)},
