@@ -225,7 +225,9 @@ def _virtual_for(
 
 
 def _overrides() -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("CONDA_OVERRIDE_")))
+    # keys first: os.environ.items() would decode every value as well
+    names = [k for k in os.environ if k.startswith("CONDA_OVERRIDE_")]
+    return tuple(sorted((k, os.environ[k]) for k in names))
 
 
 @functools.lru_cache(maxsize=8)
