@@ -1,6 +1,8 @@
-"""What the conda solve keeps per process (converted records, virtual packages, the Python
-dists read from packages) never outlives what it was computed from: a changed repodata
-entry, another channel, other overrides or another cache dir all give fresh answers."""
+"""What makes the conda path fast stays correct. What the solve keeps per process
+(converted records, virtual packages, the Python dists read from packages) never outlives
+what it was computed from: a changed repodata entry, another channel, other overrides or
+another cache dir all give fresh answers. The install's progress reporter, which rattler
+calls only for the callbacks it defines, still hears of every package linked."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 import pytest
 from support.conda_channel import CondaChannel, build_conda_package, index_channel, native_subdir
 
+from nbenv.conda import install_prefix
 from nbenv.errors import CondaSolveError
 from nbenv.resolve import conda as conda_solve
 from nbenv.resolve import conda_dists
@@ -126,3 +129,29 @@ def test_dists_are_read_again_for_another_cache_dir(
     conda_dists._known.clear()  # a new process reads the package again
     assert _solve(conda_channel.url, "purepy", cache_dir=tmp_path / "a") == first
     assert cached.exists()
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.progress_calls: list[tuple[str, int, int | None]] = []
+
+    def stage(self, name: str) -> None:
+        pass
+
+    def progress(self, name: str, done: int, total: int | None) -> None:
+        self.progress_calls.append((name, done, total))
+
+    def note(self, message: str) -> None:
+        pass
+
+    def cached(self, name: str, hits: int, total: int) -> None:
+        pass
+
+
+def test_install_reports_every_package_linked(conda_channel: CondaChannel, tmp_path: Path) -> None:
+    solution = _solve(conda_channel.url, "foo-app", "hello-tool")
+    recorder = _Recorder()
+    install_prefix(solution, tmp_path / "env", reporter=recorder)
+    total = len(solution.packages)
+    linked = [(done, of) for name, done, of in recorder.progress_calls if name.startswith("link")]
+    assert sorted(linked) == [(n, total) for n in range(1, total + 1)]
