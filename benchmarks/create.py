@@ -176,6 +176,16 @@ class Bench:
     def pins_file(self) -> Path:
         return self.workdir / "prime" / "pins.txt"
 
+    def discard(self, path: Path) -> None:
+        """Out of the way by a rename; deleted only when everything is measured. On this
+        VM's ext4 (no journal) the kernel scans past inodes freed in the last ~30 s when it
+        allocates new ones: a run right after another's 7,000-file cleanup created files
+        2-3x slower, and which tool paid for it depended on the order."""
+        if path.exists():
+            trash = self.workdir / "trash"
+            trash.mkdir(exist_ok=True)
+            path.rename(trash / f"{len(list(trash.iterdir()))}-{path.name}")
+
     def run_dir(self, tool: str, case: str, label: str) -> Path:
         return self.workdir / "runs" / f"{tool}-{case}-{label}"
 
@@ -299,7 +309,7 @@ class Bench:
     # -- running -----------------------------------------------------------------------
     def execute(self, tool: str, plan: Plan) -> Outcome:
         for path in plan.fresh:
-            shutil.rmtree(path, ignore_errors=True)
+            self.discard(path)
             path.mkdir(parents=True)
         start = time.perf_counter()
         step_seconds: list[float] = []
@@ -336,7 +346,7 @@ class Bench:
             why = f"{why}\n    $ {' '.join(result.argv)}\n" + indent(detail, "    | ")
         outcome.why = why
         for path in plan.cleanup:
-            shutil.rmtree(path, ignore_errors=True)
+            self.discard(path)
         return outcome
 
     def timed(self, rnd: int, tool: str, case: str) -> None:
@@ -447,7 +457,7 @@ class Bench:
 
     def _prime_nbenv(self, kernel: bool) -> None:
         home, cache = self.nbenv_home, self.nbenv_cache
-        shutil.rmtree(home, ignore_errors=True)
+        self.discard(home)
         common = ["--index-url", self.index_url, *SPECS]
         variants = [("nbenv", ["--no-kernel", *common])]
         if kernel:
@@ -493,7 +503,7 @@ class Bench:
             variants.append(("uv-kernel", [*SPECS, *KERNEL_SPECS]))
         for label, specs in variants:
             env_dir = self.workdir / "prime" / label
-            shutil.rmtree(env_dir, ignore_errors=True)
+            self.discard(env_dir)
             steps = [
                 self.uv_venv(env_dir, self.uv_cache),
                 self.uv_pip("install", env_dir, self.uv_cache, specs),
@@ -513,7 +523,7 @@ class Bench:
 
     def _prime_pip(self) -> None:
         env_dir = self.workdir / "prime" / "pip"
-        shutil.rmtree(env_dir, ignore_errors=True)
+        self.discard(env_dir)
         steps = [self.pip_venv(env_dir), self.pip_install(env_dir, self.pip_cache, SPECS)]
         if self._prime_step("pip", "venv + install", Plan(steps)) is None:
             self.broken["pip"] = "priming failed (see stderr)"
@@ -1013,7 +1023,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         wait_for_compilers(workdir, 60.0)
         if made_temp and not ns.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
+            shutil.rmtree(workdir, ignore_errors=True)  # the trash too, once all is measured
     print(text)
     if ns.json:
         ns.json.parent.mkdir(parents=True, exist_ok=True)

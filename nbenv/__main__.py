@@ -1,5 +1,3 @@
-import sys
+from nbenv.cli import run
 
-from nbenv.cli import main
-
-sys.exit(main())
+run()

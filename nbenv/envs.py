@@ -117,8 +117,6 @@ def create_env(
 ) -> CreateResult:
     """Build (or find) the env for `request`, or for a given lock (`lock_file` or `lock`:
     no resolution), and register its kernel."""
-    from nbenv.lock import build_lock, load_lock
-    from nbenv.net.http import HttpClient
     from nbenv.settings import effective_indexes, read_pip_settings
 
     start = time.perf_counter()
@@ -135,6 +133,8 @@ def create_env(
     key = request_key(request, interpreter, indexes, kernel=register_kernel)
 
     if lock_file is not None:
+        from nbenv.lock import load_lock
+
         lock = load_lock(lock_file)
     given = lock
     if given is None and policy is CachePolicy.DEFAULT:
@@ -144,6 +144,10 @@ def create_env(
                 if store.exists(known):  # gc may have taken it just now: then build again
                     return _existing(store, known, request, start, register_kernel,
                                      kernel_prefix)  # fmt: skip
+
+    # imported here: finding an existing env (a kernel's every `%%pypi` cell) needs neither
+    from nbenv.lock import build_lock
+    from nbenv.net.http import HttpClient
 
     client = HttpClient(credentials=Credentials([*indexes, *settings.find_links]))
     try:
@@ -290,7 +294,7 @@ def _build(
     from packaging.tags import Tag
 
     from nbenv.fetch import Artifact, Fetcher
-    from nbenv.install import Unpacker, install_wheels
+    from nbenv.install import Unpacker, install_wheels, unpack_processes
     from nbenv.resolve.sdist import build_wheel_from_sdist
     from nbenv.venv import create_venv
     from nbenv.wheelcache import WheelToInstall
@@ -310,11 +314,13 @@ def _build(
             raise NbenvError(f"{package.name}: the lock has no sha256 for {dist.name}")
         artifacts.append(Artifact(dist.name or dist.url.rsplit("/", 1)[-1], dist.url, sha,
                                   dist.size))  # fmt: skip
-    # The venv first (it is quick), then every wheel unpacked as soon as it is downloaded:
-    # the small ones unpack while the big ones still arrive.
-    if make_venv:
-        create_venv(interpreter.path, build, final_dir=final)
-    with Unpacker(cache) as unpacker:
+    # Unpacking workers first (their start-up overlaps the rest), then the venv (quick),
+    # then every wheel unpacked as soon as it is downloaded: the small ones unpack while
+    # the big ones still arrive.
+    wheels_to_get = [(a.sha256, a.size) for a in artifacts if a.filename.endswith(".whl")]
+    with Unpacker(cache, processes=unpack_processes(cache, wheels_to_get)) as unpacker:
+        if make_venv:
+            create_venv(interpreter.path, build, final_dir=final)
 
         def unpack_early(artifact: Artifact, path: Path) -> None:
             if artifact.filename.endswith(".whl"):
@@ -344,6 +350,7 @@ def _build(
             reporter=reporter,
             final_dir=final,
             unpacker=unpacker,
+            link_early=True,  # a build dir: discarded on error
         )
     (build / LOCK_FILE).write_text(lock.dumps())
     steps.append(("install", time.perf_counter() - t1))

@@ -15,15 +15,17 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 from packaging.pylock import Package, PackageSdist, PackageWheel
 
 from nbenv.cellspec import CellDeclaration
 from nbenv.errors import UsageError
 from nbenv.lock import Lock, load_lock
-from nbenv.resolve.conda_model import CondaPackage, CondaSolution
-from nbenv.resolve.mixed import MixedLock
+
+if TYPE_CHECKING:  # conda's model pulls in asyncio and rattler's helpers: not for `--help`
+    from nbenv.resolve.conda_model import CondaPackage, CondaSolution
+    from nbenv.resolve.mixed import MixedLock
 
 __all__ = ["FORMATS", "ExportSource", "Format", "export_lock", "find_export_source"]
 
@@ -42,11 +44,11 @@ class ExportSource:
 
     @property
     def pypi(self) -> Lock | None:
-        return self.lock.pypi if isinstance(self.lock, MixedLock) else self.lock
+        return self.lock if isinstance(self.lock, Lock) else self.lock.pypi
 
     @property
     def conda(self) -> CondaSolution | None:
-        return self.lock.conda if isinstance(self.lock, MixedLock) else None
+        return None if isinstance(self.lock, Lock) else self.lock.conda
 
     @property
     def env_id(self) -> str:
@@ -69,6 +71,8 @@ def find_export_source(target: str, *, env: str | None = None) -> ExportSource:
     if target.endswith(".toml") and path.is_file():
         return ExportSource(load_lock(path), str(path))
     if target.endswith(".json") and path.is_file():
+        from nbenv.resolve.mixed import MixedLock
+
         return ExportSource(MixedLock.load(path), str(path))
     from nbenv.conda_envs import load_env_lock
     from nbenv.store import LOCK_FILE, Store

@@ -13,24 +13,33 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
-import installer
 from installer.exceptions import InstallerError
 from installer.utils import get_launcher_kind
 
-from nbenv.errors import InstallConflictError, InstallError, InvalidWheelError
-from nbenv.linking import CachedSource, Linker, LinkingDestination, LinkMode, Tally, join_path
+from nbenv.errors import InstallConflictError, InstallError, InvalidWheelError, UsageError
+from nbenv.linking import (
+    Linker,
+    LinkingDestination,
+    LinkMode,
+    Tally,
+    install_cached,
+    join_path,
+    placement,
+)
 from nbenv.report import NullReporter, Reporter
+from nbenv.unpacking import UnpackWorkers
 from nbenv.venv import Layout, env_python, query_layout
 from nbenv.wheelcache import INSTALL_TIME_FILES, UnpackedWheel, WheelCache, WheelToInstall
 
-__all__ = ["InstallReport", "Unpacker", "install_wheels"]
+__all__ = ["InstallReport", "Unpacker", "install_wheels", "unpack_processes"]
 
 _INSTALLER = b"nbenv\n"
 # Linking is one short syscall per file under the GIL: more threads only contend. Measured
@@ -41,6 +50,10 @@ _LINK_WORKERS = 2
 # new file, serialised in the kernel), so a few threads overlap the zlib and hashing work
 # and more only queue.
 _UNPACK_WORKERS = 4
+# Worker processes pay an interpreter start (~0.1 s of CPU, overlapping the downloads):
+# worth it from a few tens of MB of wheels on.
+_PROCESS_THRESHOLD = 24 * 1024 * 1024
+_MAX_PROCESSES = 4
 _STAGE_UNPACK = "unpacking wheels"
 _STAGE_INSTALL = "installing wheels"
 
@@ -48,18 +61,44 @@ _T = TypeVar("_T")
 _R = TypeVar("_R")
 
 
+def unpack_processes(cache_root: Path, wheels: Iterable[tuple[str, int | None]]) -> int:
+    """How many worker processes should unpack these (sha256, size) wheels: none (threads)
+    for a little work, where starting interpreters costs more than it saves, or on one CPU.
+    NBENV_UNPACK_PROCESSES overrides (0: threads)."""
+    forced = os.environ.get("NBENV_UNPACK_PROCESSES", "").strip()
+    if forced:
+        try:
+            return max(0, int(forced))
+        except ValueError:
+            raise UsageError(
+                f"NBENV_UNPACK_PROCESSES={forced!r}: give a number of processes (0: threads)"
+            ) from None
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if not cpus or cpus < 2:
+        return 0
+    root = WheelCache(cache_root).root
+    todo = sum(size or 0 for sha, size in wheels if not (root / sha / "manifest.json").exists())
+    return min(cpus, _MAX_PROCESSES) if todo >= _PROCESS_THRESHOLD else 0
+
+
 class Unpacker:
-    """Wheels unpacked into the cache on threads as they become available, e.g. from a
-    download callback while bigger files still arrive, so unpacking overlaps the network.
+    """Wheels unpacked into the cache as they become available, e.g. from a download
+    callback while bigger files still arrive, so unpacking overlaps the network: on
+    threads, or in `processes` worker processes (nbenv.unpacking) when there is a lot.
     Each wheel (by sha256) is unpacked once however often it is submitted."""
 
-    def __init__(self, cache_root: Path, *, workers: int = _UNPACK_WORKERS) -> None:
+    def __init__(
+        self, cache_root: Path, *, workers: int = _UNPACK_WORKERS, processes: int = 0
+    ) -> None:
         self.cache = WheelCache(cache_root)
+        self._processes = UnpackWorkers(cache_root, processes) if processes > 0 else None
         self._pool = ThreadPoolExecutor(max(1, workers), "nbenv-unpack")
         self._futures: dict[str, Future[tuple[UnpackedWheel, bool]]] = {}
         self._lock = threading.Lock()
 
     def submit(self, wheel: WheelToInstall) -> Future[tuple[UnpackedWheel, bool]]:
+        if self._processes is not None:
+            return self._processes.submit(wheel)
         with self._lock:
             future = self._futures.get(wheel.sha256)
             if future is None:
@@ -69,6 +108,8 @@ class Unpacker:
 
     def close(self, *, cancel: bool = False) -> None:
         """Wait for the unpacks under way (each is atomic); `cancel` drops queued ones."""
+        if self._processes is not None:
+            self._processes.close(cancel=cancel)
         self._pool.shutdown(wait=True, cancel_futures=cancel)
 
     def __enter__(self) -> Unpacker:
@@ -104,6 +145,7 @@ def install_wheels(
     workers: int = 8,
     final_dir: Path | None = None,
     unpacker: Unpacker | None = None,
+    link_early: bool = False,
 ) -> InstallReport:
     """Install `wheels` into the venv at `env_dir`; the env is usable on return.
 
@@ -112,6 +154,10 @@ def install_wheels(
     rename the env, is what scripts' shebangs name. Wheels new to the cache are unpacked by
     `unpacker` (which may have started on them already), else by one made here. Compile
     bytecode after, with `compile_bytecode`, once the env is in its final place.
+
+    Conflicts between wheels are found before anything is written, unless `link_early`
+    (with an `unpacker`): then each wheel is linked as soon as it is unpacked, for a caller
+    that discards the env on error (nbenv.envs builds in a temporary directory).
     """
     started = time.perf_counter()
     if link_mode not in ("auto", "hardlink", "copy"):
@@ -123,21 +169,26 @@ def install_wheels(
     interpreter = str(Path(os.path.abspath(final_dir or env_dir)) / python.relative_to(env_dir))
     unique = _dedupe(wheels)
 
-    if unpacker is None:
-        with Unpacker(cache_root, workers=min(workers, _UNPACK_WORKERS)) as own:
-            got = _gather([own.submit(wheel) for wheel in unique], report, _STAGE_UNPACK)
-    else:
-        got = _gather([unpacker.submit(wheel) for wheel in unique], report, _STAGE_UNPACK)
-    unpacked = [wheel for wheel, _ in got]
-    shared = _check_conflicts(layout, unpacked)
-
     linker = Linker(link_mode, report)
-
-    def install_one(index: int) -> Tally:
-        return _install_one(unique[index], unpacked[index], layout, interpreter, linker, shared)
-
     link_workers = min(workers, _LINK_WORKERS)
-    tallies = _parallel(install_one, range(len(unique)), link_workers, report, _STAGE_INSTALL)
+    if unpacker is not None and link_early:
+        futures = [unpacker.submit(wheel) for wheel in unique]
+        got, tallies = _link_as_unpacked(
+            unique, futures, layout, interpreter, linker, link_workers, report
+        )
+    else:
+        if unpacker is None:
+            with Unpacker(cache_root, workers=min(workers, _UNPACK_WORKERS)) as own:
+                got = _gather([own.submit(wheel) for wheel in unique], report, _STAGE_UNPACK)
+        else:
+            got = _gather([unpacker.submit(wheel) for wheel in unique], report, _STAGE_UNPACK)
+        unpacked = [wheel for wheel, _ in got]
+        shared = _check_conflicts(layout, unpacked)
+
+        def install_one(index: int) -> Tally:
+            return _install_one(unique[index], unpacked[index], layout, interpreter, linker, shared)
+
+        tallies = _parallel(install_one, range(len(unique)), link_workers, report, _STAGE_INSTALL)
     return InstallReport(
         wheels=len(unique),
         unpacked=sum(1 for _, fresh in got if fresh),
@@ -149,6 +200,52 @@ def install_wheels(
     )
 
 
+def _link_as_unpacked(
+    wheels: Sequence[WheelToInstall],
+    futures: Sequence[Future[tuple[UnpackedWheel, bool]]],
+    layout: Layout,
+    interpreter: str,
+    linker: Linker,
+    workers: int,
+    reporter: Reporter,
+) -> tuple[list[tuple[UnpackedWheel, bool]], list[Tally]]:
+    """Each wheel linked as soon as it is unpacked, checked for conflicts against the
+    wheels unpacked before it, so linking the small ones overlaps unpacking the big ones.
+    A conflict found late leaves earlier wheels linked: for builds that are discarded on
+    error."""
+    reporter.stage(_STAGE_INSTALL)
+    position = {id(future): index for index, future in enumerate(futures)}
+    got: dict[int, tuple[UnpackedWheel, bool]] = {}
+    owners: dict[str, tuple[int, str | None]] = {}
+    shared: set[str] = set()  # grows while earlier wheels link: read only after EEXIST
+    linked = 0
+    count = threading.Lock()
+
+    def link(index: int) -> Tally:
+        nonlocal linked
+        tally = _install_one(wheels[index], got[index][0], layout, interpreter, linker, shared)
+        with count:
+            linked += 1
+            reporter.progress(_STAGE_INSTALL, linked, len(wheels))
+        return tally
+
+    with ThreadPoolExecutor(max(1, workers), "nbenv-install") as pool:
+        links: list[Future[Tally]] = []
+        try:
+            for future in as_completed(futures):
+                index = position[id(future)]
+                got[index] = future.result()
+                names = {i: pair[0].filename for i, pair in got.items()}
+                _claim(layout, got[index][0], index, owners, shared, names)
+                links.append(pool.submit(link, index))
+            tallies = [link_future.result() for link_future in links]
+        except BaseException:
+            for link_future in links:
+                link_future.cancel()
+            raise
+    return [got[index] for index in range(len(wheels))], tallies
+
+
 def _dedupe(wheels: Sequence[WheelToInstall]) -> list[WheelToInstall]:
     by_hash: dict[str, WheelToInstall] = {}
     for wheel in wheels:
@@ -158,22 +255,13 @@ def _dedupe(wheels: Sequence[WheelToInstall]) -> list[WheelToInstall]:
     return list(by_hash.values())
 
 
-def _placement(path: str, data_dir: str, root_scheme: str) -> tuple[str, str]:
-    """(scheme, path within it) of an archive member, as installer's _determine_scheme;
-    `data_dir` ends with "/"."""
-    if path.startswith(data_dir):
-        scheme, _, rest = path[len(data_dir) :].partition("/")
-        return scheme, rest
-    return root_scheme, path
-
-
 def _targets(wheel: UnpackedWheel, schemes: dict[str, str]) -> Iterator[tuple[str, str | None]]:
     """Every path a wheel writes, with the sha256 of its bytes (None: made at install time)."""
     record = f"{wheel.dist_info}/RECORD"
     data_dir = wheel.data_dir + "/"
     for file in wheel.files:
         if file.path != record:
-            scheme, path = _placement(file.path, data_dir, wheel.root_scheme)
+            scheme, path = placement(file.path, data_dir, wheel.root_scheme)
             yield join_path(schemes[scheme], path), file.digest
     root = schemes[wheel.root_scheme]
     for generated in ("RECORD", *INSTALL_TIME_FILES):
@@ -188,15 +276,29 @@ def _check_conflicts(layout: Layout, wheels: Sequence[UnpackedWheel]) -> frozens
     `__init__.py` files are the classic case); return those shared paths."""
     owners: dict[str, tuple[int, str | None]] = {}
     shared: set[str] = set()
+    names = {index: wheel.filename for index, wheel in enumerate(wheels)}
     for index, wheel in enumerate(wheels):
-        for target, digest in _targets(wheel, layout.schemes(wheel.distribution)):
-            prior = owners.setdefault(target, (index, digest))
-            if prior[0] == index:
-                continue
-            if digest is None or prior[1] != digest:
-                raise InstallConflictError(target, (wheels[prior[0]].filename, wheel.filename))
-            shared.add(target)
+        _claim(layout, wheel, index, owners, shared, names)
     return frozenset(shared)
+
+
+def _claim(
+    layout: Layout,
+    wheel: UnpackedWheel,
+    index: int,
+    owners: dict[str, tuple[int, str | None]],
+    shared: set[str],
+    names: Mapping[int, str],
+) -> None:
+    """Record the paths `wheel` writes in `owners`, adding to `shared` those an earlier
+    wheel writes with identical bytes; any other overlap is a conflict."""
+    for target, digest in _targets(wheel, layout.schemes(wheel.distribution)):
+        prior = owners.setdefault(target, (index, digest))
+        if prior[0] == index:
+            continue
+        if digest is None or prior[1] != digest:
+            raise InstallConflictError(target, (names[prior[0]], wheel.filename))
+        shared.add(target)
 
 
 def _install_one(
@@ -205,7 +307,7 @@ def _install_one(
     layout: Layout,
     interpreter: str,
     linker: Linker,
-    shared: frozenset[str],
+    shared: AbstractSet[str],
 ) -> Tally:
     destination = LinkingDestination(
         scheme_dict=layout.schemes(unpacked.distribution),
@@ -220,7 +322,7 @@ def _install_one(
     if wheel.requested:
         metadata["REQUESTED"] = b""
     try:
-        installer.install(CachedSource(unpacked), destination, additional_metadata=metadata)
+        install_cached(unpacked, destination, metadata)
     except (InstallerError, ValueError) as exc:
         raise InvalidWheelError(unpacked.filename, str(exc)) from exc
     except OSError as exc:

@@ -9,17 +9,19 @@ Scripts are always written, never linked: their shebang names this env's python.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import shutil
 import threading
 from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import BinaryIO, Literal, cast
 
 from installer.destinations import SchemeDictionaryDestination
 from installer.records import Hash, RecordEntry
 from installer.sources import WheelContentElement, WheelSource
-from installer.utils import Scheme, copyfileobj_with_hashing
+from installer.utils import SCHEME_NAMES, Scheme, copyfileobj_with_hashing, parse_entrypoints
 
 from nbenv.errors import InstallConflictError, InstallError
 from nbenv.report import Reporter
@@ -31,7 +33,9 @@ __all__ = [
     "Linker",
     "LinkingDestination",
     "Tally",
+    "install_cached",
     "join_path",
+    "placement",
 ]
 
 LinkMode = Literal["auto", "hardlink", "copy"]
@@ -170,7 +174,7 @@ class LinkingDestination(SchemeDictionaryDestination):
 
     linker: Linker
     wheel_name: str
-    shared: frozenset[str]  # identical in several wheels: whoever comes first places it
+    shared: AbstractSet[str]  # identical in several wheels: whoever comes first places it
     tally: Tally = field(default_factory=Tally)
     _made: set[str] = field(default_factory=set)
 
@@ -191,11 +195,15 @@ class LinkingDestination(SchemeDictionaryDestination):
     ) -> RecordEntry:
         if scheme == "scripts" or not isinstance(stream, _CachedMember):
             return super().write_file(scheme, path, stream, is_executable)  # shebangs
-        relative = os.fspath(path)
+        return self.link_member(scheme, os.fspath(path), stream.path, stream.digest, stream.size)
+
+    def link_member(self, scheme: Scheme, relative: str, source: str, digest: str, size: int
+                    ) -> RecordEntry:  # fmt: skip
+        """`write_file` for a cached regular file, without a stream object per file."""
         target = self._target(scheme, relative)
-        record = RecordEntry(relative, Hash("sha256", stream.digest), stream.size)
+        record = RecordEntry(relative, Hash("sha256", digest), size)
         try:
-            linked = self.linker.place(stream.path, target)
+            linked = self.linker.place(source, target)
         except FileExistsError:
             if target in self.shared:
                 return record
@@ -204,7 +212,7 @@ class LinkingDestination(SchemeDictionaryDestination):
             self.tally.linked += 1
         else:
             self.tally.copied += 1
-        self.tally.bytes += stream.size
+        self.tally.bytes += size
         return record
 
     def write_to_fs(
@@ -221,3 +229,56 @@ class LinkingDestination(SchemeDictionaryDestination):
         self.tally.written += 1
         self.tally.bytes += size
         return RecordEntry(path, Hash(self.hash_algorithm, digest), size)
+
+
+def placement(path: str, data_dir: str, root_scheme: str) -> tuple[str, str]:
+    """(scheme, path within it) of an archive member, as installer's _determine_scheme;
+    `data_dir` ends with "/"."""
+    if path.startswith(data_dir):
+        scheme, _, rest = path[len(data_dir) :].partition("/")
+        return scheme, rest
+    return root_scheme, path
+
+
+def install_cached(
+    wheel: UnpackedWheel, destination: LinkingDestination, additional_metadata: dict[str, bytes]
+) -> None:
+    """`installer.install` for an unpacked wheel, in the same order with the same pieces
+    (its scripts, RECORD writer and scheme rules), but regular files are linked straight
+    from the manifest: per file, installer's generic path (a stream object, RECORD text
+    parsed back, `commonpath` for the scheme) cost more than the link itself (0.2 s of
+    the 0.36 s that set B's 7,209 files took)."""
+    source = CachedSource(wheel)
+    root = wheel.root_scheme
+    record_path = f"{wheel.dist_info}/RECORD"
+    written: list[tuple[Scheme, RecordEntry]] = []
+    if "entry_points.txt" in source.dist_info_filenames:
+        entry_points = source.read_dist_info("entry_points.txt")
+        for name, module, attr, section in parse_entrypoints(entry_points):
+            record = destination.write_script(name=name, module=module, attr=attr, section=section)
+            written.append((Scheme("scripts"), record))
+    tree = str(wheel.tree)
+    data_dir = wheel.data_dir + "/"
+    for file in wheel.files:
+        if file.path == record_path:
+            continue  # written at the end, from what was placed
+        scheme, relative = placement(file.path, data_dir, root)
+        if scheme not in SCHEME_NAMES:  # checked at unpack time; installer refuses it too
+            raise InstallError(f"{wheel.filename}: {file.path} is not in a valid .data directory")
+        source_path = join_path(tree, file.path)
+        if scheme == "scripts":  # installer rewrites `#!python` shebangs: never linked
+            member = cast(BinaryIO, _CachedMember(source_path, file.digest, file.size))
+            try:
+                record = destination.write_file(Scheme(scheme), relative, member, file.executable)
+            finally:
+                member.close()
+        else:
+            record = destination.link_member(Scheme(scheme), relative, source_path, file.digest,
+                                             file.size)  # fmt: skip
+        written.append((Scheme(scheme), record))
+    for filename, contents in additional_metadata.items():
+        with io.BytesIO(contents) as stream:
+            record = destination.write_file(root, f"{wheel.dist_info}/{filename}", stream, False)
+        written.append((root, record))
+    written.append((root, RecordEntry(record_path, None, None)))
+    destination.finalize_installation(root, record_path, written)

@@ -15,15 +15,18 @@ import base64
 import configparser
 import hashlib
 import json
+import lzma
 import os
 import re
 import shutil
 import stat
+import struct
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 import filelock
 from installer.exceptions import InstallerError
@@ -33,6 +36,19 @@ from installer.utils import SCHEME_NAMES, Scheme, parse_entrypoints, parse_metad
 
 from nbenv.errors import InstallError, InvalidWheelError, UnsafeWheelError
 from nbenv.files import sha256_file
+
+try:
+    from isal import isal_zlib as _isal_zlib
+except ImportError:  # an optional speed-up; zlib does the same, slower
+    _isal_zlib = None  # type: ignore[assignment]
+_INFLATE_ERRORS: tuple[type[Exception], ...] = (zlib.error, EOFError, lzma.LZMAError) + (
+    (cast("type[Exception]", _isal_zlib.error),) if _isal_zlib is not None else ()
+)
+_ZIP_READ_ERRORS: tuple[type[Exception], ...] = (
+    *_INFLATE_ERRORS,
+    zipfile.BadZipFile,
+    NotImplementedError,
+)
 
 __all__ = [
     "CHUNK",
@@ -49,6 +65,9 @@ _DRIVE = re.compile(r"[A-Za-z]:")
 _MANIFEST_FORMAT = 1
 _LOCK_TIMEOUT = 900.0  # seconds; unpacking the largest wheels (GPU stacks) takes minutes
 CHUNK = 1 << 20
+_RAW_READ = 8 << 20  # compressed bytes per read: one read for all but huge members
+_RAW_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+_LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # zip local file header, up to the name
 # Written by whoever installs; a wheel that ships them would collide with our own.
 INSTALL_TIME_FILES = ("INSTALLER", "REQUESTED")
 _SIGNATURES = ("RECORD.jws", "RECORD.p7s")  # not in RECORD, and meaningless once installed
@@ -293,20 +312,98 @@ def _extract(
     archive: zipfile.ZipFile, checked: _Checked, tree: Path, name: str
 ) -> list[UnpackedFile]:
     files = []
-    made: set[Path] = set()
+    made: set[str] = set()
+    fp = archive.fp
+    fd = fp.fileno() if fp is not None else None
+    root = str(tree)
     for info in checked.members:
-        target = tree / info.filename
-        if target.parent not in made:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            made.add(target.parent)
+        target = f"{root}/{info.filename}"
+        parent = target.rpartition("/")[0]
+        if parent not in made:
+            os.makedirs(parent, exist_ok=True)
+            made.add(parent)
         record = checked.records[info.filename]  # validate_record: every member is listed
-        digest, size = _copy_checked(archive, info, target, record, name)
         mode = info.external_attr >> 16
         executable = bool(mode and stat.S_ISREG(mode) and mode & 0o111)  # as installer reads it
-        if executable:
-            make_executable(target)
+        if fd is not None and info.compress_type in _RAW_METHODS and not info.flag_bits & 1:
+            digest, size = _unpack_raw(fd, info, target, record, name, executable)
+        else:  # another compression method: zipfile knows them all
+            digest, size = _copy_checked(archive, info, Path(target), record, name)
+            if executable:
+                make_executable(target)
         files.append(UnpackedFile(info.filename, digest, size, executable))
     return files
+
+
+def _unpack_raw(
+    fd: int,
+    info: zipfile.ZipInfo,
+    target: str,
+    record: RecordEntry,
+    name: str,
+    executable: bool,
+) -> tuple[str, int]:
+    """Unpack one stored or deflated member by reading its bytes straight from the file:
+    one read, one inflate and one write for all but huge members, where zipfile's stream
+    costs a dozen Python calls per member (set B has 7,263 members). Checked against
+    RECORD's hash and size as it goes; the CRC only when RECORD has no hash."""
+    header = os.pread(fd, _LOCAL_HEADER.size, info.header_offset)
+    if len(header) != _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
+        raise InvalidWheelError(name, f"{info.filename}: bad local file header")
+    name_length, extra_length = _LOCAL_HEADER.unpack(header)[-2:]
+    offset = info.header_offset + _LOCAL_HEADER.size + name_length + extra_length
+    limit = record.size if record.size is not None else info.file_size
+    sha256 = hashlib.sha256()
+    other = None
+    if record.hash_ is not None and record.hash_.name != "sha256":
+        other = hashlib.new(record.hash_.name)
+    crc = 0
+    size = 0
+    inflater = _inflater() if info.compress_type == zipfile.ZIP_DEFLATED else None
+    out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o777 if executable else 0o666)
+    try:
+        remaining = info.compress_size
+        while True:
+            raw = os.pread(fd, min(remaining, _RAW_READ), offset) if remaining else b""
+            offset += len(raw)
+            remaining -= len(raw)
+            if remaining and not raw:
+                raise InvalidWheelError(name, f"{info.filename}: the archive is truncated")
+            block = raw if inflater is None else inflater.decompress(raw, limit + 1 - size)
+            while block:
+                size += len(block)
+                if size > limit:  # a lying entry: stop before it fills the disk
+                    break
+                sha256.update(block)
+                if other is not None:
+                    other.update(block)
+                if record.hash_ is None:
+                    crc = zlib.crc32(block, crc)
+                view = memoryview(block)
+                while view:
+                    view = view[os.write(out, view) :]
+                if inflater is None or not inflater.unconsumed_tail:
+                    break
+                block = inflater.decompress(inflater.unconsumed_tail, limit + 1 - size)
+            if size > limit or not remaining:
+                break
+    except _INFLATE_ERRORS as exc:
+        raise InvalidWheelError(name, f"{info.filename}: its data is corrupt ({exc})") from None
+    finally:
+        os.close(out)
+    if inflater is not None and size <= limit and not inflater.eof:
+        raise InvalidWheelError(name, f"{info.filename}: its compressed data is cut short")
+    digest = _b64(sha256.digest())
+    if record.hash_ is not None:
+        actual = _b64(other.digest()) if other is not None else digest
+        matches = actual == record.hash_.value and size == limit
+    else:
+        matches = size == limit and crc == info.CRC
+    if not matches:
+        raise InvalidWheelError(
+            name, f"{info.filename} does not match its RECORD entry (hash or size differ)"
+        )
+    return digest, size
 
 
 def _copy_checked(
@@ -319,15 +416,18 @@ def _copy_checked(
         other = hashlib.new(record.hash_.name)
     limit = record.size if record.size is not None else None
     size = 0
-    with archive.open(info) as stream, target.open("xb") as out:
-        while block := stream.read(CHUNK):
-            size += len(block)
-            if limit is not None and size > limit:  # stop a lying entry before it fills disks
-                break
-            sha256.update(block)
-            if other is not None:
-                other.update(block)
-            out.write(block)
+    try:
+        with archive.open(info) as stream, target.open("xb") as out:
+            while block := stream.read(CHUNK):
+                size += len(block)
+                if limit is not None and size > limit:  # stop a lying entry before it fills disks
+                    break
+                sha256.update(block)
+                if other is not None:
+                    other.update(block)
+                out.write(block)
+    except _ZIP_READ_ERRORS as exc:
+        raise InvalidWheelError(name, f"{info.filename}: its data is corrupt ({exc})") from None
     digest = _b64(sha256.digest())
     if record.hash_ is not None or record.size is not None:
         expected = record.hash_.value if record.hash_ is not None else None
@@ -337,6 +437,14 @@ def _copy_checked(
                 name, f"{info.filename} does not match its RECORD entry (hash or size differ)"
             )
     return digest, size
+
+
+def _inflater() -> Any:
+    """A raw-deflate decompressor: python-isal's when installed (inflates about twice as
+    fast as zlib here: 0.15 s against 0.33 s for scipy's 114 MB), else zlib's."""
+    if _isal_zlib is not None:
+        return _isal_zlib.decompressobj(-15)
+    return zlib.decompressobj(-15)
 
 
 def _b64(digest: bytes) -> str:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,11 @@ def nbenv(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[st
     )
 
 
+def python_c(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=os.environ.copy(), timeout=50)  # fmt: skip
+
+
 def test_version_and_help() -> None:
     out = nbenv("--version")
     assert out.returncode == 0
@@ -36,6 +42,24 @@ def test_version_and_help() -> None:
     for option in ("--index-url", "--extra-index-url", "--python", "--platform", "--pre",
                    "--name", "--json", "--refresh", "--offline", "--output"):  # fmt: skip
         assert option in helped.stdout
+
+
+def test_the_process_does_not_wait_for_abandoned_threads() -> None:
+    # A request that lost its race may still hang on a slow server when the command is
+    # done: the process must end with the command's output and exit status, not join it.
+    code = (
+        "import sys, threading, time\n"
+        "from nbenv import cli\n"
+        "threading.Thread(target=time.sleep, args=(60,)).start()\n"
+        "sys.argv = ['nbenv', 'show', 'no-such-env']\n"
+        "cli.run()\n"
+    )
+    started = time.monotonic()
+    failed = python_c(code)
+    assert (failed.returncode, "no-such-env" in failed.stderr) == (2, True)
+    helped = python_c(code.replace("'show', 'no-such-env'", "'--version'"))  # argparse exits
+    assert (helped.returncode, helped.stdout.strip()) == (0, f"nbenv {__version__}")
+    assert time.monotonic() - started < 30
 
 
 def test_jupyter_subcommand() -> None:

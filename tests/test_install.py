@@ -595,3 +595,144 @@ def test_a_data_directory_outside_the_schemes_is_refused(
     wheel = build_wheel(wheel_dir, "alpha", "1.0", data_files={"elsewhere/x.txt": "x"})
     with pytest.raises(InvalidWheelError, match=r"not in a valid \.data subdirectory"):
         install_wheels(make_env(tmp_path), [to_install(wheel)], cache_root=cache_root)
+
+
+# --- unpacking in worker processes, members read straight from the archive ---------------
+
+
+def recompressed(source: Path, target: Path, method: int) -> Path:
+    """`source` with every member stored with `method` (zipfile.ZIP_STORED, ZIP_LZMA...)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for info in old.infolist():
+            copy = zipfile.ZipInfo(info.filename, info.date_time)
+            copy.external_attr = info.external_attr
+            copy.compress_type = method
+            new.writestr(copy, old.read(info))
+    return target
+
+
+def tree_of(unpacked: Any) -> dict[str, tuple[bytes, bool]]:
+    return {
+        f.path: ((unpacked.tree / f.path).read_bytes(), os.access(unpacked.tree / f.path, os.X_OK))
+        for f in unpacked.files
+    }
+
+
+def test_worker_processes_unpack_exactly_what_threads_do(wheel_dir: Path, tmp_path: Path) -> None:
+    deflated = alpha_wheel(wheel_dir / "deflated")  # executable script in .data, entry points
+    padded = to_install(build_wheel(wheel_dir / "padded", "padded", "1.0", pad_bytes=300_000))
+    stored = to_install(recompressed(deflated.path, wheel_dir / "stored" / deflated.path.name,
+                                     zipfile.ZIP_STORED))  # fmt: skip
+    lzma = to_install(recompressed(padded.path, wheel_dir / "lzma" / padded.path.name,
+                                   zipfile.ZIP_LZMA))  # fmt: skip
+    wheels = [deflated, padded, stored, lzma]
+    with Unpacker(tmp_path / "threads") as threads:
+        by_threads = [threads.submit(w).result() for w in wheels]
+    with Unpacker(tmp_path / "procs", processes=2) as procs:
+        futures = [procs.submit(w) for w in wheels]
+        assert procs.submit(deflated) is futures[0]  # once per wheel, as on threads
+        by_procs = [f.result() for f in futures]
+    for (ours, fresh_t), (theirs, fresh_p) in zip(by_threads, by_procs, strict=True):
+        assert fresh_t and fresh_p
+        assert ours.files == theirs.files and ours.scripts == theirs.scripts
+        assert tree_of(ours) == tree_of(theirs)
+        assert theirs.home.parent == tmp_path / "procs" / "unpacked"
+    assert tree_of(by_procs[0][0])["alpha-1.0.data/scripts/alpha-tool"][1]  # kept executable
+    assert tree_of(by_procs[0][0]) == tree_of(by_procs[2][0])  # stored = deflated
+    with Unpacker(tmp_path / "procs", processes=1) as again:
+        assert again.submit(deflated).result()[1] is False  # cached: not unpacked again
+
+
+@pytest.mark.parametrize("processes", [0, 2])
+def test_broken_wheels_are_refused_alike_on_threads_and_in_processes(
+    wheel_dir: Path, cache_root: Path, processes: int
+) -> None:
+    good = build_wheel(wheel_dir / "good", "alpha", "1.0")
+    tampered = rewrite_wheel(good, wheel_dir / "tampered" / good.name,
+                             {"alpha/__init__.py": b"tampered = 1\n"})  # fmt: skip
+    evil = build_wheel(wheel_dir / "evil", "evil", "1.0",
+                       modules={"../escape.py": "x = 1\n"})  # fmt: skip
+    corrupt = wheel_dir / "corrupt" / good.name
+    corrupt.parent.mkdir(parents=True)
+    data = bytearray(good.read_bytes())
+    with zipfile.ZipFile(good) as archive:
+        info = archive.getinfo("alpha-1.0.dist-info/METADATA")
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    data[start : start + info.compress_size] = b"\xff" * info.compress_size  # not deflate
+    corrupt.write_bytes(bytes(data))
+    expected = [
+        (tampered, InvalidWheelError, r"alpha/__init__.py does not match its RECORD entry"),
+        (evil, UnsafeWheelError, r"'\.\./escape\.py', which would be written outside"),
+        (corrupt, InvalidWheelError, r"METADATA: its data is corrupt"),
+    ]
+    with Unpacker(cache_root, processes=processes) as unpacker:
+        for path, kind, message in expected:
+            with pytest.raises(kind, match=message) as caught:
+                unpacker.submit(to_install(path)).result()
+            assert type(caught.value) is kind
+    unpacked = cache_root / "unpacked"
+    assert not [p.name for p in unpacked.iterdir() if not p.name.endswith(".lock")]
+
+
+def test_a_worker_process_that_dies_is_a_clear_error(wheel_dir: Path, cache_root: Path) -> None:
+    wheel = alpha_wheel(wheel_dir)
+    from nbenv.unpacking import UnpackWorkers
+
+    workers = UnpackWorkers(cache_root, 1)
+    try:
+        workers._procs[0].kill()  # what the OOM killer does
+        workers._procs[0].wait()
+        with pytest.raises(InstallError, match=r"process unpacking alpha-1\.0-.*\.whl died"):
+            workers.submit(wheel).result(timeout=60)
+    finally:
+        workers.close()
+    assert not (cache_root / "unpacked" / wheel.sha256).exists()
+
+
+def test_how_many_unpacking_processes(
+    wheel_dir: Path, cache_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nbenv.errors import UsageError
+    from nbenv.install import unpack_processes
+
+    big = 64 * 1024 * 1024
+    monkeypatch.delenv("NBENV_UNPACK_PROCESSES", raising=False)
+    cpus = len(os.sched_getaffinity(0))
+    assert unpack_processes(cache_root, [("a" * 64, 1000), ("b" * 64, None)]) == 0  # little
+    assert unpack_processes(cache_root, [("a" * 64, big)]) == (min(cpus, 4) if cpus > 1 else 0)
+    wheel = alpha_wheel(wheel_dir)
+    Unpacker(cache_root).submit(wheel).result()
+    assert unpack_processes(cache_root, [(wheel.sha256, big)]) == 0  # already unpacked
+    monkeypatch.setenv("NBENV_UNPACK_PROCESSES", "3")
+    assert unpack_processes(cache_root, []) == 3
+    monkeypatch.setenv("NBENV_UNPACK_PROCESSES", "many")
+    with pytest.raises(UsageError, match="NBENV_UNPACK_PROCESSES='many'"):
+        unpack_processes(cache_root, [])
+
+
+@pytest.mark.parametrize("processes", [0, 2])
+def test_linking_each_wheel_as_it_unpacks_still_checks_conflicts(
+    tmp_path: Path, wheel_dir: Path, cache_root: Path, processes: int
+) -> None:
+    namespace = "__path__ = __import__('pkgutil').extend_path(__path__, __name__)\n"
+    one = build_wheel(wheel_dir, "ns-one", "1.0", modules={"ns/__init__.py": namespace,
+                                                            "ns/one.py": ""})  # fmt: skip
+    two = build_wheel(wheel_dir, "ns-two", "1.0", modules={"ns/__init__.py": namespace,
+                                                            "ns/two.py": ""})  # fmt: skip
+    clash = build_wheel(wheel_dir, "clash", "1.0", modules={"ns/one.py": "other = 1\n"})
+    env = make_env(tmp_path)
+    recorder = Recorder()
+    with Unpacker(cache_root, processes=processes) as unpacker:
+        report = install_wheels(env, [to_install(one), to_install(two)], cache_root=cache_root,
+                                unpacker=unpacker, link_early=True, reporter=recorder)  # fmt: skip
+    assert report.wheels == 2 and report.unpacked == 2
+    assert ("progress", "installing wheels", "2", "2") in recorder.events
+    assert run([str(env_python(env)), "-c", "import ns.one, ns.two"]).returncode == 0
+    other = make_env(tmp_path, "other")
+    unpacker = Unpacker(cache_root, processes=processes)
+    with unpacker, pytest.raises(InstallConflictError) as caught:
+        install_wheels(other, [to_install(one), to_install(clash)], cache_root=cache_root,
+                       unpacker=unpacker, link_early=True)  # fmt: skip
+    assert caught.value.path.endswith(os.path.join("ns", "one.py"))
+    assert set(caught.value.wheels) == {one.name, clash.name}

@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from support.index_server import IndexServer
 from support.notebooks import nbenv_cli, outputs, read_notebook, stream_text, write_notebook
 from support.wheels import build_wheel
@@ -21,9 +22,15 @@ def run(path: Path, *args: str) -> tuple[int, str, list[list[dict[str, object]]]
     return out.returncode, out.stderr, outputs(notebook) if notebook else []
 
 
+@pytest.mark.parametrize("unpack_processes", ["0", "2"])  # threads; worker processes
 def test_cell_runs_in_its_env_and_state_persists(
-    env_index: IndexServer, fast_cache: Path, tmp_path: Path
+    env_index: IndexServer,
+    fast_cache: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    unpack_processes: str,
 ) -> None:
+    monkeypatch.setenv("NBENV_UNPACK_PROCESSES", unpack_processes)  # the kernel inherits it
     pypi = f"%%pypi --index-url {env_index.url} alpha"
     path = write_notebook(
         tmp_path / "analysis.ipynb",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -126,7 +125,7 @@ _SUMMARY_FORMAT = 1
 def _dump_summary(releases: tuple[Release, ...]) -> bytes:
     rows = []
     for release in releases:
-        file = dataclasses.asdict(release.file)
+        file = dict(vars(release.file))  # flat: dataclasses.asdict's deep copy cost 0.1 s
         rows.append([str(release.version), file])
     return json.dumps(rows, separators=(",", ":")).encode()
 
@@ -145,18 +144,19 @@ def _compute(page: ProjectPage, target: Target) -> tuple[Release, ...]:
     # Incompatible wheels are dropped on their tags before anything else is parsed.
     best: dict[Version, tuple[tuple[int, int, int], DistFile]] = {}
     tag_rank = target.tag_rank
-    for file in page.files:
-        parsed = parse_filename(file.filename)
+    for filename, make in page.entries():
+        parsed = parse_filename(filename)
         if parsed is None or parsed[0] != page.name:
             continue
         _name, version, tags = parsed
         if tags is None:
-            rank = (1, 0 if file.filename.endswith(".tar.gz") else 1)  # sdists build anywhere
+            rank = (1, 0 if filename.endswith(".tar.gz") else 1)  # sdists build anywhere
         else:
             ranks = [tag_rank[t] for t in tags if t in tag_rank]
             if not ranks:
                 continue
             rank = (0, min(ranks))
+        file = make()
         if file.requires_python and not python_ok(file.requires_python, target):
             continue
         key = (1 if file.yanked is not None else 0, *rank)
