@@ -105,6 +105,8 @@ _clients: dict[tuple[str | None, str | None], rattler.Client] = {}
 
 def clean_url(url: str) -> str:
     """`https://u:p@host/t/TOKEN/chan/` -> `https://host/chan/`."""
+    if "@" not in url and "/t/" not in url:  # the usual case, twice per solved record
+        return url
     return _TOKEN.sub("", strip_userinfo(url))
 
 
