@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Conda benchmark: nbenv's conda path vs py-rattler used directly (the floor), warm.
 
-    .venv/bin/python benchmarks/conda.py [--runs 5] [--packages 40] [--files 30] [--json OUT]
+    .venv/bin/python benchmarks/conda.py [--runs 5] [--solves 10] [--packages 40] [--files 30]
+                                         [--json OUT]
 
 Unlike the other benchmarks this one runs in-process, in the project venv (it needs
 py-rattler and nbenv): the question is nbenv's own overhead on top of rattler, and a
@@ -14,8 +15,13 @@ closure, repacked from this interpreter).
 
 Rows (all warm: repodata, packages and wheels are in the caches from an untimed run; each
 timed run builds a new env):
-- solve:   rattler.solve vs nbenv's solve (which also reads which Python dists the packages
-           install, from its cache on a warm run);
+- solve:   rattler.solve vs nbenv's solve (which also turns the records into nbenv's model
+           for the lock, and reads which Python dists the packages install, from its cache
+           on a warm run); each sample is `--solves` solves in a row (a solve takes a few
+           ms: single ones are mostly timer and scheduler noise), reported per solve;
+- solve, new records: the same with nbenv's per-process table of converted records
+           emptied before each solve, as for the first solve in a process or after the
+           channel's repodata changed;
 - create:  rattler.solve + rattler.install into a new prefix vs `create_conda_env` (solve,
            install into a temp dir renamed into the store, record, lock), no kernel;
 - mixed:   `create_conda_env` of `foo-app hello-tool bench-meta` + PyPI `alpha`, with the
@@ -70,6 +76,7 @@ def timed(fn: Callable[[], Any]) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--solves", type=int, default=10, help="solves per solve sample")
     parser.add_argument("--packages", type=int, default=40)
     parser.add_argument("--files", type=int, default=30)
     parser.add_argument("--json", type=Path, help="write the raw figures here")
@@ -96,6 +103,7 @@ def run(ns: argparse.Namespace, work: Path) -> int:
     from support.repack import closure, repack
     from support.universe import MAIN, build_universe
 
+    import nbenv.resolve.conda
     from nbenv.conda_envs import create_conda_env
     from nbenv.envs import remove_env
     from nbenv.paths import cache_dir
@@ -164,13 +172,26 @@ def run(ns: argparse.Namespace, work: Path) -> int:
             remove_env(store, built.pop(), force=True)
         shutil.rmtree(work / "rattler-envs", ignore_errors=True)
 
-    rows: dict[str, tuple[Callable[[], Any], Callable[[], Any] | None]] = {
-        "solve": (lambda: solve(conda), rattler_solve),
-        "create (no kernel)": (nbenv_create, rattler_create),
-        "mixed env + kernel": (nbenv_mixed, None),
+    def nbenv_solve_new() -> None:
+        nbenv.resolve.conda._packages.clear()  # its records as if new
+        solve(conda)
+
+    def repeated(fn: Callable[[], Any]) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(ns.solves):
+                fn()
+
+        return run
+
+    # row -> (nbenv, floor, calls per sample)
+    rows: dict[str, tuple[Callable[[], Any], Callable[[], Any] | None, int]] = {
+        "solve": (repeated(lambda: solve(conda)), repeated(rattler_solve), ns.solves),
+        "solve, new records": (repeated(nbenv_solve_new), repeated(rattler_solve), ns.solves),
+        "create (no kernel)": (nbenv_create, rattler_create, 1),
+        "mixed env + kernel": (nbenv_mixed, None, 1),
     }
     progress("warming the caches ... ")
-    for nbenv_fn, floor_fn in rows.values():
+    for nbenv_fn, floor_fn, _ in rows.values():
         nbenv_fn()
         if floor_fn is not None:
             floor_fn()
@@ -179,12 +200,12 @@ def run(ns: argparse.Namespace, work: Path) -> int:
     samples: dict[str, dict[str, list[float]]] = {k: {"nbenv": [], "rattler": []} for k in rows}
     for i in range(ns.runs):
         progress(f"round {i + 1}/{ns.runs}\n")
-        for name, (nbenv_fn, floor_fn) in rows.items():
+        for name, (nbenv_fn, floor_fn, calls) in rows.items():
             # alternate which goes first, so neither always gets the warmer page cache
             order = [("nbenv", nbenv_fn), ("rattler", floor_fn)]
             for tool, fn in order if i % 2 == 0 else order[::-1]:
                 if fn is not None:
-                    samples[name][tool].append(timed(fn))
+                    samples[name][tool].append(timed(fn) / calls)
                     clean()
     index.stop()
 
@@ -193,13 +214,15 @@ def run(ns: argparse.Namespace, work: Path) -> int:
         ours: Summary | None = summarize(by_tool["nbenv"])
         floor = summarize(by_tool["rattler"])
         over = ratio(ours, floor)
+        digits = 2 if name.startswith("solve") else 0
         table.append([
-            name, fmt_summary(ours, scale=1000, digits=0), fmt_summary(floor, scale=1000, digits=0),
+            name, fmt_summary(ours, scale=1000, digits=digits),
+            fmt_summary(floor, scale=1000, digits=digits),
             fmt_ratio(over), "-" if over is None else f"{(over - 1) * 100:+.0f}%",
         ])  # fmt: skip
-    print(f"Conda, warm caches, {ns.runs} runs; channel: fixture + {ns.packages} packages x "
-          f"{ns.files} files; Python {sys.version.split()[0]}, py-rattler "
-          f"{_version('py-rattler')}")  # fmt: skip
+    print(f"Conda, warm caches, {ns.runs} runs ({ns.solves} solves a solve sample); channel: "
+          f"fixture + {ns.packages} packages x {ns.files} files; Python "
+          f"{sys.version.split()[0]}, py-rattler {_version('py-rattler')}")  # fmt: skip
     print(format_table(["", "nbenv ms", "rattler ms", "ratio", "overhead"], table))
     last = steps[-1] if steps else ()
     print("mixed env, last run (s): "

@@ -21,7 +21,7 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from nbenv.conda_check import check_packages
 from nbenv.errors import CondaInstallError, NbenvError, UsageError
@@ -100,17 +100,19 @@ def _reason(exc: Exception) -> str:
 
 
 def _progress(reporter: Reporter, total: int) -> rattler.InstallerReporter:
-    """rattler's install callbacks -> our Reporter (called from rattler's threads)."""
-    import rattler
+    """rattler's install callbacks -> our Reporter (called from rattler's threads).
 
-    class Progress(rattler.InstallerReporter):
+    Not a subclass of rattler's protocol: rattler calls only the methods a reporter has,
+    and the protocol's no-op defaults would be six calls a package, each taking the GIL."""
+
+    class Progress:
         linked = 0
 
         def on_link_complete(self, index: int) -> None:
             self.linked += 1
             reporter.progress(_LINK_STAGE, self.linked, total)
 
-    return Progress()  # type: ignore[abstract]  # the protocol's bodies are its defaults
+    return cast("rattler.InstallerReporter", Progress())
 
 
 def activation_env(prefix: Path, base: Mapping[str, str] | None = None) -> dict[str, str]:

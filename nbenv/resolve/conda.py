@@ -169,12 +169,34 @@ def _channel(value: str) -> str:
 
 def virtual_packages(request: CondaRequest) -> list[rattler.GenericVirtualPackage]:
     """This machine's virtual packages, or defaults for another platform; overrides last."""
+    return list(_virtual(request)[0])
+
+
+def _virtual(
+    request: CondaRequest,
+) -> tuple[tuple[rattler.GenericVirtualPackage, ...], tuple[str, ...]]:
+    """The virtual packages and their "name=version=build" texts, built once per process
+    for each platform, set of overrides and CONDA_OVERRIDE_* values."""
+    subdir = request.subdir
+    native = request.is_native
+    return _virtual_for(subdir, native, request.cuda, request.glibc, request.osx,
+                        _overrides() if native else ())  # fmt: skip
+
+
+@functools.lru_cache(maxsize=32)
+def _virtual_for(
+    subdir: str,
+    native: bool,
+    cuda: str | None,
+    glibc: str | None,
+    osx: str | None,
+    overrides: tuple[tuple[str, str], ...],
+) -> tuple[tuple[rattler.GenericVirtualPackage, ...], tuple[str, ...]]:
     import rattler
 
-    subdir = request.subdir
     found: dict[str, tuple[str, str]] = {}  # name -> (version, build)
-    if request.is_native:
-        found.update(_detected(_overrides()))
+    if native:
+        found.update(_detected(overrides))
     else:
         os_name, _, arch = subdir.partition("-")
         if os_name != "win":
@@ -187,21 +209,25 @@ def virtual_packages(request: CondaRequest) -> list[rattler.GenericVirtualPackag
         elif os_name == "win":
             found["__win"] = ("0", "0")
         found["__archspec"] = ("1", _ARCHSPEC.get(arch, arch))
-    for name, value in (("__cuda", request.cuda), ("__glibc", request.glibc)):
+    for name, value in (("__cuda", cuda), ("__glibc", glibc)):
         if value is not None:
             found[name] = (value, "0")
-    if request.osx is not None:
-        found["__osx"] = (request.osx, "0")
-    return [
+    if osx is not None:
+        found["__osx"] = (osx, "0")
+    packages = tuple(
         rattler.GenericVirtualPackage(
             rattler.PackageName(name), rattler.Version(v), rattler.BuildString.new_unchecked(b)
         )
         for name, (v, b) in sorted(found.items())
-    ]
+    )
+    texts = tuple(f"{v.name.normalized}={v.version}={v.build_string}" for v in packages)
+    return packages, texts
 
 
 def _overrides() -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("CONDA_OVERRIDE_")))
+    # keys first: os.environ.items() would decode every value as well
+    names = [k for k in os.environ if k.startswith("CONDA_OVERRIDE_")]
+    return tuple(sorted((k, os.environ[k]) for k in names))
 
 
 @functools.lru_cache(maxsize=8)
@@ -254,7 +280,7 @@ def _solve(
     for spec in specs:  # `chan::pkg` names a channel the user wants searched
         if spec.channel is not None and clean_url(spec.channel.base_url) not in sources:
             sources.append(clean_url(spec.channel.base_url))
-    virtual = virtual_packages(request)
+    virtual, virtual_texts = _virtual(request)
     reporter.stage("solving conda packages")
     try:
         records = run_async(
@@ -263,7 +289,7 @@ def _solve(
                 specs=specs,
                 gateway=gateway,
                 platforms=[rattler.Subdir(request.subdir), rattler.Subdir("noarch")],
-                virtual_packages=virtual,
+                virtual_packages=list(virtual),
                 channel_relations="disabled",  # exactly the channels asked for
             )
         )
@@ -273,22 +299,45 @@ def _solve(
         raise _channel_error(sources, exc, offline) from None
     from nbenv.resolve.conda_dists import dists_by_package
 
-    owners = dists_by_package(records, client=client, cache=root / "dists", reporter=reporter)
+    converted = [_package(r) for r in records]
+    holding = [r for r, (_, holds) in zip(records, converted, strict=True) if holds]
+    owners = dists_by_package(holding, client=client, cache=root / "dists", reporter=reporter)
     dists = {d: v for found in owners.values() for d, v in found.items()}
-    packages = sorted((CondaPackage.from_record(r) for r in records), key=lambda p: p.name)
+    packages = sorted((p for p, _ in converted), key=lambda p: p.name)
     python = next((p.version for p in packages if p.name == "python"), None)
     return CondaSolution(
         platform=request.subdir,
         channels=tuple(clean_url(s) for s in sources),
         specs=request.specs,
-        virtual_packages=tuple(
-            f"{v.name.normalized}={v.version}={v.build_string}" for v in virtual
-        ),
+        virtual_packages=virtual_texts,
         packages=tuple(packages),
         python_version=python,
         python_dists=dict(sorted(dists.items())),
         dist_packages={d: name for name, found in owners.items() for d in sorted(found)},
     )
+
+
+def _package(record: rattler.RepoDataRecord) -> tuple[CondaPackage, bool]:
+    """`CondaPackage.from_record` and whether it can hold Python dists, kept per process: a
+    cell run again solves to the same records, and reading each field out of rattler costs
+    more than the rest of nbenv's work in a solve. Keyed on the record's full JSON
+    (rattler's own serialization: every field, URL and channel included), so a record that
+    differs in anything is converted anew."""
+    from nbenv.resolve.conda_dists import holds_python
+
+    key = record.to_json()
+    entry = _packages.get(key)
+    if entry is None:
+        package = CondaPackage.from_record(record)
+        entry = (package, holds_python(package))
+        if len(_packages) >= _PACKAGES_KEPT:
+            _packages.clear()  # a bound, not an LRU: refilling costs one solve's conversion
+        _packages[key] = entry
+    return entry
+
+
+_PACKAGES_KEPT = 4096
+_packages: dict[str, tuple[CondaPackage, bool]] = {}
 
 
 def _solve_error(

@@ -25,13 +25,15 @@ from packaging.utils import canonicalize_name
 
 from nbenv.errors import CondaChannelError
 from nbenv.report import Reporter
+from nbenv.resolve.conda_model import CondaPackage
 from nbenv.resolve.conda_runtime import clean_url, redact_channels, run_async
 
 if TYPE_CHECKING:
     import rattler
 
-__all__ = ["dists_by_package", "dists_in_paths", "python_dists"]
+__all__ = ["dists_by_package", "dists_in_paths", "holds_python", "python_dists"]
 
+_PYTHON_DEPENDENCY = re.compile(r"^python(?:[\s=<>!~]|$)", re.MULTILINE)
 _DIST_INFO = re.compile(r"(?:^|/)site-packages/([^/]+)\.(dist-info|egg-info)(?:/|$)")
 _STAGE = "reading conda package contents"
 
@@ -52,10 +54,11 @@ def dists_in_paths(paths: Iterable[str]) -> dict[str, str]:
     return found
 
 
-def _holds_python(record: rattler.RepoDataRecord) -> bool:
-    if record.noarch.python or record.python_site_packages_path:
+def holds_python(package: CondaPackage) -> bool:
+    """Whether the package can install a Python dist (see the module's docstring)."""
+    if package.noarch == "python" or package.python_site_packages_path:
         return True
-    return any(re.split(r"[\s=<>!~]", d, maxsplit=1)[0] == "python" for d in record.depends)
+    return _PYTHON_DEPENDENCY.search("\n".join(package.depends)) is not None
 
 
 def python_dists(
@@ -66,8 +69,9 @@ def python_dists(
     reporter: Reporter,
 ) -> dict[str, str]:
     """normalized name -> version of every Python dist `records` install, sorted by name."""
+    wanted = [r for r in records if holds_python(CondaPackage.from_record(r))]
     found: dict[str, str] = {}
-    for dists in dists_by_package(records, client=client, cache=cache, reporter=reporter).values():
+    for dists in dists_by_package(wanted, client=client, cache=cache, reporter=reporter).values():
         found.update(dists)
     return dict(sorted(found.items()))
 
@@ -79,12 +83,12 @@ def dists_by_package(
     cache: Path,
     reporter: Reporter,
 ) -> dict[str, dict[str, str]]:
-    """conda package name -> the Python dists (name -> version) it installs; packages that
-    install none are left out."""
-    wanted = [r for r in records if _holds_python(r)]
+    """conda package name -> the Python dists (name -> version) each of `records` installs;
+    packages that install none are left out. Every record's file list is read (or found in
+    the cache): pass only those that can hold a dist (`holds_python`)."""
     found: dict[str, dict[str, str]] = {}
     missing: list[rattler.RepoDataRecord] = []
-    for record in wanted:
+    for record in records:
         known = _cached(cache, record)
         if known is None:
             missing.append(record)
@@ -158,11 +162,17 @@ def _cached(cache: Path, record: rattler.RepoDataRecord) -> dict[str, str] | Non
     key = _key(record)
     if key is None:
         return None
+    path = cache / f"{key}.json"
+    known = _known.get(str(path))
+    if known is not None:
+        return dict(known)
     try:
-        data = json.loads((cache / f"{key}.json").read_text(encoding="utf-8"))
-        return {str(k): str(v) for k, v in data["dists"].items()}
+        data = json.loads(path.read_text(encoding="utf-8"))
+        dists = {str(k): str(v) for k, v in data["dists"].items()}
     except (OSError, ValueError, KeyError, AttributeError):
         return None
+    _remember(path, dists)
+    return dict(dists)
 
 
 def _store(cache: Path, record: rattler.RepoDataRecord, dists: dict[str, str]) -> None:
@@ -173,3 +183,16 @@ def _store(cache: Path, record: rattler.RepoDataRecord, dists: dict[str, str]) -
     temp = cache / f".{key}.{secrets.token_hex(4)}.tmp"
     temp.write_text(json.dumps({"file": record.file_name, "dists": dists}), encoding="utf-8")
     temp.replace(cache / f"{key}.json")
+    _remember(cache / f"{key}.json", dists)
+
+
+def _remember(path: Path, dists: dict[str, str]) -> None:
+    """Keep a cache file's content for the process: it is named for the package's sha256,
+    so it never changes, and reading it again costs more than the rest of a warm solve."""
+    if len(_known) >= _KNOWN_KEPT:
+        _known.clear()
+    _known[str(path)] = dict(dists)
+
+
+_KNOWN_KEPT = 16384
+_known: dict[str, dict[str, str]] = {}

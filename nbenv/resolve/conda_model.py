@@ -115,7 +115,7 @@ class CondaPackage:
             size=record.size,
             depends=tuple(record.depends),
             constrains=tuple(record.constrains),
-            noarch="python" if noarch.python else "generic" if noarch.generic else None,
+            noarch=None if noarch.none else "python" if noarch.python else "generic",
             license=record.license,
             python_site_packages_path=record.python_site_packages_path,
         )
