@@ -383,6 +383,7 @@ def test_inspector_app_in_a_kernel_removes_an_env_after_confirmation(
         "%nbenv inspect",
         "from nbenv.inspector import inspect\n"
         "app = inspect(display=False)\n"
+        "print('<td>keeper</td>' in app.table.value, '<td>doomed</td>' in app.table.value)\n"
         "app.filter.value = 'doomed'\n"
         "print([r.env_id for r in app.rows()])\n"
         f"app.select.value = {doomed.record.env_id!r}\n"
@@ -407,15 +408,17 @@ def test_inspector_app_in_a_kernel_removes_an_env_after_confirmation(
     assert WIDGET_VIEW in shown["data"]
     assert "<td>keeper</td>" in shown["data"]["text/html"]
     assert "<td>doomed</td>" in shown["data"]["text/html"]
-    # the widget models the front end received hold the same table
+    # the front end received the table as widget models; the notebook saves their last
+    # state, which a redraw after the removal may have left with `keeper` alone
     tables = [s["value"] for s in widget_states(notebook) if "<table>" in str(s.get("value"))]
-    assert any("<td>keeper</td>" in t and "<td>doomed</td>" in t for t in tables)
+    assert any("<td>keeper</td>" in t for t in tables)
     lines = printed[2].splitlines()
-    assert lines[0] == str([doomed.record.env_id])
-    assert lines[1] == "True True"
-    assert "beta &rarr; gamma" in lines[2]
-    assert lines[3].startswith(f"Remove environment doomed ({doomed.record.env_id})")
-    assert lines[4] == ""  # the confirmation is showing
+    assert lines[0] == "True True"  # the app's table lists both envs
+    assert lines[1] == str([doomed.record.env_id])
+    assert lines[2] == "True True"
+    assert "beta &rarr; gamma" in lines[3]
+    assert lines[4].startswith(f"Remove environment doomed ({doomed.record.env_id})")
+    assert lines[5] == ""  # the confirmation is showing
     after = printed[3].splitlines()
     assert after[0] == "True"  # nothing removed before Confirm
     assert after[1].startswith(f"Removed environment doomed ({doomed.record.env_id}) and kernel")
