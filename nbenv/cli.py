@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -670,12 +669,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run() -> NoReturn:
-    """The console entry point: `main`, then exit without joining abandoned threads.
+    """The console entry point: `main`, then leave without the interpreter's teardown.
 
     Index and metadata requests that lost a race (a PEP 658 probe answered by the range
     read, a speculative page) may still wait on a slow server; the interpreter would join
-    their threads before exiting, 0.4-0.5 s on a cold `nbenv lock`. Nothing they do is
-    needed any more, and every cache write is atomic, so the process leaves without them.
+    their threads before exiting, 0.4-0.5 s on a cold `nbenv lock`. And tearing down the
+    modules a command imported costs another 20-30 ms. Nothing is left to do by then:
+    every file nbenv writes is closed (and renamed into place) before `main` returns,
+    worker processes are stopped, the bytecode compiler runs detached, and no atexit hook
+    matters to a finished command (rattler's settling wait exists only to survive that
+    teardown). So the output is flushed and the process ends here.
     """
     try:
         code = main()
@@ -683,13 +686,10 @@ def run() -> NoReturn:
         if exc.code is not None and not isinstance(exc.code, int):
             print(exc.code, file=sys.stderr)
         code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-    main_thread = threading.main_thread()
-    if any(t is not main_thread and not t.daemon for t in threading.enumerate()):
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(OSError, ValueError):
-                stream.flush()
-        os._exit(code)
-    sys.exit(code)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 def _close(reporter: Reporter) -> None:
