@@ -18,7 +18,6 @@ past this check, and then rattler would abort, but nothing would be written outs
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from nbenv.errors import CondaInstallError, UnsafeCondaPackageError
+from nbenv.files import sha256_file
 from nbenv.resolve.conda_model import CondaPackage
 from nbenv.resolve.conda_runtime import redact_channels, run_async
 
@@ -133,9 +133,6 @@ def _from_cache(package: CondaPackage, pkgs_dir: Path) -> list[str] | None:
 
 
 def _verify(path: Path, package: CondaPackage) -> None:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    if digest.hexdigest() != package.sha256:
-        raise OSError(f"sha256 {digest.hexdigest()} differs from the channel's repodata")
+    actual = sha256_file(path)
+    if actual != package.sha256:
+        raise OSError(f"sha256 {actual} differs from the channel's repodata")

@@ -47,14 +47,15 @@ def _remove_dead_temps(path: Path) -> None:
         return
     for name in siblings:
         pid_text = name[len(prefix) :].partition("-")[0]
-        if not (name.endswith(".tmp") and pid_text.isdigit()) or _alive(int(pid_text)):
+        if not (name.endswith(".tmp") and pid_text.isdigit()) or pid_alive(int(pid_text)):
             continue
         # another writer may have cleaned it first, or it is not ours to remove
         with contextlib.suppress(OSError):
             os.unlink(path.parent / name)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (a writer that died leaves its temp files)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

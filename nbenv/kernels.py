@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from nbenv.errors import KernelSpecError, UsageError
+from nbenv.files import pid_alive
 from nbenv.net.auth import redact
 
 __all__ = [
@@ -206,18 +207,8 @@ def _remove_dead_staging(kernels: Path) -> None:
     """Staging dirs of processes that died (kill -9) before they cleaned up."""
     for entry in kernels.glob(f"{_STAGING}*"):
         pid = entry.name[len(_STAGING) :].partition("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(entry, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # someone else's process
-    return True
 
 
 def nbenv_kernelspecs(*, prefixes: Iterable[str] = ()) -> list[KernelSpecInfo]:

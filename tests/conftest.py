@@ -217,6 +217,15 @@ def kernel_env(
 # -- conda: a local channel of real packages (tests/support/conda_channel.py) -------------
 
 
+@pytest.fixture
+def no_machine_conda_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Virtual-package overrides, rattler auth files and an active conda env of the
+    machine stay out of conda tests (modules use it with `pytestmark`)."""
+    for name in list(os.environ):
+        if name.startswith(("CONDA_OVERRIDE_", "RATTLER_")) or name == "CONDA_PREFIX":
+            monkeypatch.delenv(name)
+
+
 @pytest.fixture(scope="session")
 def conda_channel(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The fixed conda universe, built and indexed by rattler once per session: a

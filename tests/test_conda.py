@@ -15,7 +15,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from support.conda_channel import PYTHON_VERSION, CondaChannel, serve_channel
+from support.conda_channel import PYTHON_VERSION, CondaChannel, serve_channel, solve_on
 
 from nbenv.conda import (
     activation_env,
@@ -39,17 +39,7 @@ from nbenv.resolve.conda import (
 )
 from nbenv.resolve.conda_dists import dists_in_paths
 
-
-@pytest.fixture(autouse=True)
-def _no_machine_conda_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Virtual-package overrides and rattler auth files of the machine stay out."""
-    for name in list(os.environ):
-        if name.startswith(("CONDA_OVERRIDE_", "RATTLER_")) or name == "CONDA_PREFIX":
-            monkeypatch.delenv(name)
-
-
-def _solve(channel: str, *argv: str, **kwargs: object) -> CondaSolution:
-    return solve(parse_conda_args(["-c", channel, *argv]), **kwargs)  # type: ignore[arg-type]
+pytestmark = pytest.mark.usefixtures("no_machine_conda_settings")
 
 
 def _run(prefix: Path, *argv: str) -> str:
@@ -129,7 +119,7 @@ def test_channel_holds_real_package_formats(conda_channel: CondaChannel) -> None
 
 
 def test_solve_install_and_run(conda_channel: CondaChannel, tmp_path: Path) -> None:
-    solution = _solve(conda_channel.url, "hello-tool", "foo-app", "purepy")
+    solution = solve_on(conda_channel.url, "hello-tool", "foo-app", "purepy")
     chosen = {p.name: p for p in solution.packages}
     assert sorted(chosen) == ["foo-app", "hello-tool", "libfoo", "purepy", "python"]
     assert chosen["libfoo"].version == "2.0"  # foo-app needs libfoo >=2
@@ -151,7 +141,7 @@ def test_solve_install_and_run(conda_channel: CondaChannel, tmp_path: Path) -> N
 
 def test_final_prefix_is_written_into_files(conda_channel: CondaChannel, tmp_path: Path) -> None:
     """The store builds in a temp dir and renames: files must name where the env will be."""
-    solution = _solve(conda_channel.url, "hello-tool")
+    solution = solve_on(conda_channel.url, "hello-tool")
     build, final = tmp_path / ".build-x", tmp_path / "final"
     install_prefix(solution, build, final_prefix=final)
     assert f"in {final}" in (build / "bin" / "hello-tool").read_text()
@@ -160,7 +150,7 @@ def test_final_prefix_is_written_into_files(conda_channel: CondaChannel, tmp_pat
 def test_python_dists_come_from_the_packages_files(
     conda_channel: CondaChannel, tmp_path: Path
 ) -> None:
-    solution = _solve(conda_channel.url, "purepy", "hello-tool")
+    solution = solve_on(conda_channel.url, "purepy", "hello-tool")
     assert solution.python_version == PYTHON_VERSION
     assert solution.python_dists == {"purepy": "1.0"}
     install_prefix(solution, tmp_path / "env")
@@ -170,10 +160,10 @@ def test_python_dists_come_from_the_packages_files(
 def test_python_dists_are_read_once(conda_channel: CondaChannel, isolated_env: object) -> None:
     from nbenv.paths import cache_dir
 
-    first = _solve(conda_channel.url, "purepy")
+    first = solve_on(conda_channel.url, "purepy")
     cached = list((cache_dir() / "conda" / "dists").glob("*.json"))
     assert len(cached) == 1  # purepy only: python and the others cannot hold dists
-    assert _solve(conda_channel.url, "purepy").python_dists == first.python_dists
+    assert solve_on(conda_channel.url, "purepy").python_dists == first.python_dists
 
 
 def test_dists_in_paths() -> None:
@@ -193,7 +183,7 @@ def test_dists_in_paths() -> None:
 
 def test_conflict_names_the_specs_and_the_clash(conda_channel: CondaChannel) -> None:
     with pytest.raises(CondaSolveError) as info:
-        _solve(conda_channel.url, "foo-app", "conflict-a")
+        solve_on(conda_channel.url, "foo-app", "conflict-a")
     error = info.value
     assert error.specs == ("foo-app", "conflict-a")
     message = str(error)
@@ -206,32 +196,32 @@ def test_conflict_names_the_specs_and_the_clash(conda_channel: CondaChannel) -> 
 
 def test_unknown_package(conda_channel: CondaChannel) -> None:
     with pytest.raises(CondaSolveError, match="No candidates were found for nosuchpkg"):
-        _solve(conda_channel.url, "nosuchpkg")
+        solve_on(conda_channel.url, "nosuchpkg")
 
 
 def test_cuda_requirement_needs_the_virtual_package(conda_channel: CondaChannel) -> None:
     with pytest.raises(CondaSolveError) as info:
-        _solve(conda_channel.url, "gpu-lib")
+        solve_on(conda_channel.url, "gpu-lib")
     assert "__cuda >=12" in str(info.value)
     assert "pass --cuda VERSION" in str(info.value)
-    solution = _solve(conda_channel.url, "--cuda", "12.4", "gpu-lib")
+    solution = solve_on(conda_channel.url, "--cuda", "12.4", "gpu-lib")
     assert [p.name for p in solution.packages] == ["gpu-lib"]
     assert "__cuda=12.4=0" in solution.virtual_packages
     with pytest.raises(CondaSolveError):
-        _solve(conda_channel.url, "--cuda", "11.8", "gpu-lib")
+        solve_on(conda_channel.url, "--cuda", "11.8", "gpu-lib")
 
 
 def test_conda_override_variables_are_honoured(
     conda_channel: CondaChannel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CONDA_OVERRIDE_CUDA", "12.2")
-    assert _solve(conda_channel.url, "gpu-lib").package("gpu-lib") is not None
+    assert solve_on(conda_channel.url, "gpu-lib").package("gpu-lib") is not None
 
 
 def test_another_platform_solves_without_installing(
     conda_channel: CondaChannel, tmp_path: Path
 ) -> None:
-    solution = _solve(conda_channel.url, "--platform", "osx-arm64", "hello-tool")
+    solution = solve_on(conda_channel.url, "--platform", "osx-arm64", "hello-tool")
     (package,) = solution.packages
     assert (package.subdir, package.build) == ("osx-arm64", "h1_0")
     assert solution.platform == "osx-arm64"
@@ -246,7 +236,7 @@ def test_another_platform_solves_without_installing(
 
 
 def test_solution_round_trips_and_rebuilds(conda_channel: CondaChannel, tmp_path: Path) -> None:
-    solution = _solve(conda_channel.url, "foo-app", "purepy")
+    solution = solve_on(conda_channel.url, "foo-app", "purepy")
     again = CondaSolution.from_dict(json.loads(json.dumps(solution.to_dict())))
     assert again == solution
     install_prefix(again, tmp_path / "env")  # a lock alone rebuilds the env
@@ -258,7 +248,7 @@ def test_solution_round_trips_and_rebuilds(conda_channel: CondaChannel, tmp_path
 
 def test_activation_env(conda_channel: CondaChannel, tmp_path: Path) -> None:
     prefix = tmp_path / "env"
-    install_prefix(_solve(conda_channel.url, "foo-app"), prefix)
+    install_prefix(solve_on(conda_channel.url, "foo-app"), prefix)
     env = activation_env(prefix, base={"PATH": "/usr/bin"})
     assert env["CONDA_PREFIX"] == str(prefix)
     assert env["PATH"] == f"{prefix / 'bin'}{os.pathsep}/usr/bin"
@@ -273,7 +263,7 @@ def test_solve_inside_a_running_event_loop(conda_channel: CondaChannel) -> None:
     """A Jupyter kernel runs an event loop in its main thread; magics call solve from it."""
 
     async def in_kernel() -> CondaSolution:
-        return _solve(conda_channel.url, "hello-tool")
+        return solve_on(conda_channel.url, "hello-tool")
 
     assert asyncio.run(in_kernel()).package("hello-tool") is not None
 
@@ -288,7 +278,7 @@ def _leaks(text: str, *secrets: str) -> list[str]:
 def test_token_channel_credentials_stay_out(conda_channel: CondaChannel, tmp_path: Path) -> None:
     with serve_channel(conda_channel.path, token="tk-s3cr3t") as server:
         channel = f"{server.url}t/tk-s3cr3t/"
-        solution = _solve(channel, "hello-tool", "purepy")
+        solution = solve_on(channel, "hello-tool", "purepy")
         text = json.dumps(solution.to_dict())
         assert not _leaks(text, "tk-s3cr3t", "/t/")
         assert solution.package("purepy").url.startswith(server.url + "noarch/")  # type: ignore[union-attr]
@@ -296,7 +286,7 @@ def test_token_channel_credentials_stay_out(conda_channel: CondaChannel, tmp_pat
         install_prefix(solution, tmp_path / "env", channels=[channel])
         assert _run(tmp_path / "env", "hello-tool").startswith("hello from")
         with pytest.raises(CondaChannelError) as info:
-            _solve(f"{server.url}t/wrong-token/", "hello-tool")
+            solve_on(f"{server.url}t/wrong-token/", "hello-tool")
         assert info.value.url == server.url
         assert not _leaks(str(info.value), "wrong-token")
         # the lock has no token: without the channel as given (or rattler's auth file),
@@ -311,7 +301,7 @@ def test_basic_auth_from_url_or_rattler_auth_file(
 ) -> None:
     with serve_channel(conda_channel.path, basic=("alice", "pa55word")) as server:
         channel = server.url.replace("http://", "http://alice:pa55word@")
-        solution = _solve(channel, "hello-tool")
+        solution = solve_on(channel, "hello-tool")
         assert not _leaks(json.dumps(solution.to_dict()), "alice", "pa55word")
         install_prefix(solution, tmp_path / "env", channels=[channel])
         # rattler's own credential store: the channel is given without credentials
@@ -319,19 +309,19 @@ def test_basic_auth_from_url_or_rattler_auth_file(
         entry = {"BasicHTTP": {"username": "alice", "password": "pa55word"}}
         auth.write_text(json.dumps({"127.0.0.1": entry}))  # rattler keys it by host alone
         monkeypatch.setenv("RATTLER_AUTH_FILE", str(auth))
-        assert _solve(server.url, "hello-tool") == solution
+        assert solve_on(server.url, "hello-tool") == solution
 
 
 def test_offline_rebuild_with_the_channel_gone(conda_channel: CondaChannel, tmp_path: Path) -> None:
     with serve_channel(conda_channel.path) as server:
-        solution = _solve(server.url, "foo-app", "hello-tool")
+        solution = solve_on(server.url, "foo-app", "hello-tool")
         install_prefix(solution, tmp_path / "first")
     # the server is stopped: packages come from the cache, repodata too when asked
     install_prefix(solution, tmp_path / "second")
     assert _run(tmp_path / "second", "foo-app") == "foo-app 1.0 using libfoo 2.0\n"
-    assert _solve(server.url, "foo-app", "hello-tool", offline=True) == solution
+    assert solve_on(server.url, "foo-app", "hello-tool", offline=True) == solution
     with pytest.raises(CondaChannelError) as info:
-        _solve(server.url, "foo-app")
+        solve_on(server.url, "foo-app")
     assert info.value.url == server.url
     assert "Could not read conda channel" in str(info.value)
 
@@ -340,7 +330,7 @@ def test_missing_package_and_no_channel_is_an_install_error(
     conda_channel: CondaChannel, tmp_path: Path
 ) -> None:
     with serve_channel(conda_channel.path) as server:
-        solution = _solve(server.url, "hello-tool")
+        solution = solve_on(server.url, "hello-tool")
     with pytest.raises(CondaInstallError) as info:
         install_prefix(solution, tmp_path / "env")
     assert "cannot be reached" in str(info.value)

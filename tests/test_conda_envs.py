@@ -9,7 +9,6 @@ prefix and the prefix's site-packages, which is what a conda python gives a kern
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,11 +34,7 @@ from nbenv.store import LOCK_FILE, Store
 PY = "{}.{}".format(*sys.version_info[:2])
 
 
-@pytest.fixture(autouse=True)
-def _no_machine_conda_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(("CONDA_OVERRIDE_", "RATTLER_")) or name == "CONDA_PREFIX":
-            monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("no_machine_conda_settings")
 
 
 @pytest.fixture(autouse=True)

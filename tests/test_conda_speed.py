@@ -7,30 +7,25 @@ calls only for the callbacks it defines, still hears of every package linked."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import pytest
-from support.conda_channel import CondaChannel, build_conda_package, index_channel, native_subdir
+from support.conda_channel import (
+    CondaChannel,
+    build_conda_package,
+    index_channel,
+    native_subdir,
+    solve_on,
+)
 
 from nbenv.conda import install_prefix
 from nbenv.errors import CondaSolveError
 from nbenv.resolve import conda as conda_solve
 from nbenv.resolve import conda_dists
 from nbenv.resolve.conda import parse_conda_args, solve, virtual_packages
-from nbenv.resolve.conda_model import CondaSolution
 
-
-@pytest.fixture(autouse=True)
-def _no_machine_conda_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(("CONDA_OVERRIDE_", "RATTLER_")) or name == "CONDA_PREFIX":
-            monkeypatch.delenv(name)
-
-
-def _solve(channel: str, *argv: str, **kwargs: object) -> CondaSolution:
-    return solve(parse_conda_args(["-c", channel, *argv]), **kwargs)  # type: ignore[arg-type]
+pytestmark = pytest.mark.usefixtures("no_machine_conda_settings")
 
 
 def _channel(root: Path) -> str:
@@ -53,13 +48,13 @@ def _patch_repodata(root: Path, name: str, **fields: object) -> None:
 
 def test_a_patched_repodata_entry_is_converted_anew(tmp_path: Path) -> None:
     url = _channel(tmp_path / "channel")
-    first = _solve(url, "tool")
+    first = solve_on(url, "tool")
     tool = first.package("tool")
     assert tool is not None and (tool.license, tool.constrains) == ("BSD-3-Clause", ())
-    assert _solve(url, "tool") == first  # the second solve answers from the kept records
+    assert solve_on(url, "tool") == first  # the second solve answers from the kept records
 
     _patch_repodata(tmp_path / "channel", "tool", license="MIT", constrains=["libbar <2"])
-    patched = _solve(url, "tool").package("tool")
+    patched = solve_on(url, "tool").package("tool")
     assert patched is not None
     assert patched.sha256 == tool.sha256  # the same file: only the entry changed
     assert (patched.license, patched.constrains) == ("MIT", ("libbar <2",))
@@ -69,7 +64,7 @@ def test_the_same_packages_in_another_channel_keep_their_own_urls(tmp_path: Path
     url = _channel(tmp_path / "one")
     shutil.copytree(tmp_path / "one", tmp_path / "two")
     other = (tmp_path / "two").as_uri() + "/"
-    first, second = _solve(url, "tool"), _solve(other, "tool")
+    first, second = solve_on(url, "tool"), solve_on(other, "tool")
     assert [p.sha256 for p in first.packages] == [p.sha256 for p in second.packages]
     for package in second.packages:
         assert package.channel == other
@@ -79,10 +74,10 @@ def test_the_same_packages_in_another_channel_keep_their_own_urls(tmp_path: Path
 
 def test_a_kept_conversion_equals_a_fresh_one(tmp_path: Path) -> None:
     url = _channel(tmp_path / "channel")
-    warm = _solve(url, "tool")
+    warm = solve_on(url, "tool")
     conda_solve._packages.clear()
     conda_solve._virtual_for.cache_clear()
-    cold = _solve(url, "tool")
+    cold = solve_on(url, "tool")
     assert json.dumps(cold.to_dict()) == json.dumps(warm.to_dict())
 
 
@@ -116,18 +111,18 @@ def test_virtual_packages_differ_per_platform_and_are_a_new_list_each_time() -> 
 def test_dists_are_read_again_for_another_cache_dir(
     conda_channel: CondaChannel, tmp_path: Path
 ) -> None:
-    first = _solve(conda_channel.url, "purepy", cache_dir=tmp_path / "a")
-    second = _solve(conda_channel.url, "purepy", cache_dir=tmp_path / "b")
+    first = solve_on(conda_channel.url, "purepy", cache_dir=tmp_path / "a")
+    second = solve_on(conda_channel.url, "purepy", cache_dir=tmp_path / "b")
     assert first.python_dists == second.python_dists == {"purepy": "1.0"}
     for root in ("a", "b"):
         assert len(list((tmp_path / root / "conda" / "dists").glob("*.json"))) == 1
     # kept in memory for the process: a removed file is neither needed nor written again
     (cached,) = (tmp_path / "a" / "conda" / "dists").glob("*.json")
     cached.unlink()
-    assert _solve(conda_channel.url, "purepy", cache_dir=tmp_path / "a") == first
+    assert solve_on(conda_channel.url, "purepy", cache_dir=tmp_path / "a") == first
     assert not cached.exists()
     conda_dists._known.clear()  # a new process reads the package again
-    assert _solve(conda_channel.url, "purepy", cache_dir=tmp_path / "a") == first
+    assert solve_on(conda_channel.url, "purepy", cache_dir=tmp_path / "a") == first
     assert cached.exists()
 
 
@@ -149,7 +144,7 @@ class _Recorder:
 
 
 def test_install_reports_every_package_linked(conda_channel: CondaChannel, tmp_path: Path) -> None:
-    solution = _solve(conda_channel.url, "foo-app", "hello-tool")
+    solution = solve_on(conda_channel.url, "foo-app", "hello-tool")
     recorder = _Recorder()
     install_prefix(solution, tmp_path / "env", reporter=recorder)
     total = len(solution.packages)

@@ -12,7 +12,6 @@ found (`.tar.bz2`). Results are kept per package sha256, so a second solve reads
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import re
 import secrets
@@ -24,6 +23,7 @@ from urllib.parse import unquote, urlsplit
 from packaging.utils import canonicalize_name
 
 from nbenv.errors import CondaChannelError
+from nbenv.files import sha256_file
 from nbenv.report import Reporter
 from nbenv.resolve.conda_model import CondaPackage
 from nbenv.resolve.conda_runtime import clean_url, redact_channels, run_async
@@ -146,12 +146,9 @@ async def _read_paths(record: rattler.RepoDataRecord, client: rattler.Client) ->
 def _verify(path: Path, record: rattler.RepoDataRecord) -> None:
     if record.sha256 is None:
         return
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    if digest.digest() != record.sha256:
-        raise OSError(f"sha256 {digest.hexdigest()} differs from the channel's repodata")
+    actual = sha256_file(path)
+    if actual != record.sha256.hex():
+        raise OSError(f"sha256 {actual} differs from the channel's repodata")
 
 
 def _key(record: rattler.RepoDataRecord) -> str | None:

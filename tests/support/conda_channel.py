@@ -418,3 +418,10 @@ def serve_channel(root: Path, **knobs: Any) -> Iterator[ChannelServer]:
         yield server
     finally:
         server.stop()
+
+
+def solve_on(channel: str, *argv: str, **kwargs: object) -> Any:
+    """nbenv's conda solve of `%%conda -c CHANNEL ARGV...` (a CondaSolution)."""
+    from nbenv.resolve.conda import parse_conda_args, solve
+
+    return solve(parse_conda_args(["-c", channel, *argv]), **kwargs)  # type: ignore[arg-type]
