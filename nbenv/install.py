@@ -46,9 +46,8 @@ _INSTALLER = b"nbenv\n"
 # (8,078 files, 37 wheels, warm cache): 1 thread 0.27 s, 2: 0.25 s, 4: 0.34 s, 8: 0.41 s.
 # Unpacking (zlib, hashing, big writes: the GIL is released) uses every worker.
 _LINK_WORKERS = 2
-# Unpacking is bound by file creation on this kind of disk (ext4 on a VM: ~0.1-0.5 ms per
-# new file, serialised in the kernel), so a few threads overlap the zlib and hashing work
-# and more only queue.
+# Unpacking threads share one GIL around zlib, hashing and writes that release it: set B
+# took 1.9 s on one thread and 1.45 s on two. Big builds use worker processes instead.
 _UNPACK_WORKERS = 4
 # Worker processes pay an interpreter start (~0.1 s of CPU, overlapping the downloads):
 # worth it from a few tens of MB of wheels on.
@@ -92,12 +91,15 @@ class Unpacker:
     ) -> None:
         self.cache = WheelCache(cache_root)
         self._processes = UnpackWorkers(cache_root, processes) if processes > 0 else None
-        self._pool = ThreadPoolExecutor(max(1, workers), "nbenv-unpack")
+        self._pool = (
+            None if self._processes else ThreadPoolExecutor(max(1, workers), "nbenv-unpack")
+        )
         self._futures: dict[str, Future[tuple[UnpackedWheel, bool]]] = {}
         self._lock = threading.Lock()
 
     def submit(self, wheel: WheelToInstall) -> Future[tuple[UnpackedWheel, bool]]:
-        if self._processes is not None:
+        if self._pool is None:
+            assert self._processes is not None
             return self._processes.submit(wheel)
         with self._lock:
             future = self._futures.get(wheel.sha256)
@@ -110,7 +112,8 @@ class Unpacker:
         """Wait for the unpacks under way (each is atomic); `cancel` drops queued ones."""
         if self._processes is not None:
             self._processes.close(cancel=cancel)
-        self._pool.shutdown(wait=True, cancel_futures=cancel)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=cancel)
 
     def __enter__(self) -> Unpacker:
         return self
@@ -216,6 +219,7 @@ def _link_as_unpacked(
     reporter.stage(_STAGE_INSTALL)
     position = {id(future): index for index, future in enumerate(futures)}
     got: dict[int, tuple[UnpackedWheel, bool]] = {}
+    names: dict[int, str] = {}  # file names of the wheels unpacked so far, for conflicts
     owners: dict[str, tuple[int, str | None]] = {}
     shared: set[str] = set()  # grows while earlier wheels link: read only after EEXIST
     linked = 0
@@ -235,7 +239,7 @@ def _link_as_unpacked(
             for future in as_completed(futures):
                 index = position[id(future)]
                 got[index] = future.result()
-                names = {i: pair[0].filename for i, pair in got.items()}
+                names[index] = got[index][0].filename
                 _claim(layout, got[index][0], index, owners, shared, names)
                 links.append(pool.submit(link, index))
             tallies = [link_future.result() for link_future in links]
