@@ -10,6 +10,7 @@ from packaging.utils import NormalizedName
 from resolvelib import BaseReporter, ResolutionImpossible, ResolutionTooDeep, Resolver
 
 from nbenv.errors import NbenvError, OfflineMissingError, ProjectNotFoundError, UsageError
+from nbenv.files import atomic_write
 from nbenv.net.auth import Credentials, strip_userinfo
 from nbenv.net.http import HttpClient
 from nbenv.paths import cache_dir
@@ -113,11 +114,8 @@ class PypiResolver:
 
         digest = file.sha256 or hashlib.sha256(content).hexdigest()
         path = self.cache_root / "sdists" / digest / file.filename
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".part")
-            tmp.write_bytes(content)
-            tmp.replace(path)
+        if not path.exists():  # a temp name of its own: processes resolving at once race here
+            atomic_write(path, content)
         return build_wheel_from_sdist(
             path, self.cache_root, sdist_sha256=digest, indexes=self.indexes, reporter=self.reporter
         )
