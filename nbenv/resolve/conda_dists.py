@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import secrets
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,7 +22,7 @@ from urllib.parse import unquote, urlsplit
 from packaging.utils import canonicalize_name
 
 from nbenv.errors import CondaChannelError
-from nbenv.files import sha256_file
+from nbenv.files import atomic_write, sha256_file
 from nbenv.report import Reporter
 from nbenv.resolve.conda_model import CondaPackage
 from nbenv.resolve.conda_runtime import clean_url, redact_channels, run_async
@@ -176,11 +175,9 @@ def _store(cache: Path, record: rattler.RepoDataRecord, dists: dict[str, str]) -
     key = _key(record)
     if key is None:
         return
-    cache.mkdir(parents=True, exist_ok=True)
-    temp = cache / f".{key}.{secrets.token_hex(4)}.tmp"
-    temp.write_text(json.dumps({"file": record.file_name, "dists": dists}), encoding="utf-8")
-    temp.replace(cache / f"{key}.json")
-    _remember(cache / f"{key}.json", dists)
+    path = cache / f"{key}.json"
+    atomic_write(path, json.dumps({"file": record.file_name, "dists": dists}).encode("utf-8"))
+    _remember(path, dists)
 
 
 def _remember(path: Path, dists: dict[str, str]) -> None:
