@@ -680,6 +680,11 @@ def run() -> NoReturn:
     matters to a finished command (rattler's settling wait exists only to survive that
     teardown). So the output is flushed and the process ends here.
     """
+    # A cold build runs the resolver on one thread while download threads stream wheels:
+    # with the default 5 ms switch interval the resolver waited on the GIL behind them
+    # (set B cold: 2.20 -> 2.12 s median over 5 runs at 1 ms). A process of its own, so
+    # the setting touches no one else's threads.
+    sys.setswitchinterval(0.001)
     try:
         code = main()
     except SystemExit as exc:  # argparse's --help, --version and usage errors

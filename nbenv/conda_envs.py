@@ -238,8 +238,11 @@ def _build_prefix(
             base = _conda_interpreter(build, mixed.conda.python_version or "")
             if not base.path.exists():
                 raise NbenvError(f"The conda package python left no {base.path} in the prefix")
-        _build(build, final, mixed.pypi, base, client, reporter, link_mode, steps,
-               make_venv=mixed.layered)  # fmt: skip
+        from nbenv.fetch import Fetcher
+
+        with Fetcher(client, cache_dir(), reporter=reporter) as fetcher:
+            _build(build, final, mixed.pypi, base, fetcher, reporter, link_mode, steps,
+                   make_venv=mixed.layered)  # fmt: skip
     (build / CONDA_LOCK_FILE).write_text(mixed.dumps(), encoding="utf-8")
 
 

@@ -9,7 +9,7 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -39,9 +39,13 @@ from nbenv.spec import EnvRequest
 from nbenv.store import LOCK_FILE, EnvRecord, Store, in_use, stop_compiling
 
 if TYPE_CHECKING:  # imported where used: listing envs must not load the installer's stack
+    from concurrent.futures import Future
+
+    from nbenv.fetch import Fetcher
+    from nbenv.install import Unpacker
     from nbenv.linking import LinkMode
     from nbenv.lock import Lock
-    from nbenv.net.http import HttpClient
+    from nbenv.resolve.model import DistFile
 
 __all__ = [
     "KERNEL_REQUIREMENTS",
@@ -146,6 +150,7 @@ def create_env(
                                      kernel_prefix)  # fmt: skip
 
     # imported here: finding an existing env (a kernel's every `%%pypi` cell) needs neither
+    from nbenv.fetch import Fetcher
     from nbenv.lock import build_lock
     from nbenv.net.http import HttpClient
 
@@ -154,12 +159,17 @@ def create_env(
         timeout=settings.timeout,
         retries=settings.retries,
     )
+    fetcher = Fetcher(client, cache_dir(), reporter=reporter)
+    unpacker: Unpacker | None = None
     try:
         if given is not None:
             lock = given
         else:
+            from nbenv.install import Unpacker
             from nbenv.resolve.pypi import resolve
 
+            if policy is not CachePolicy.OFFLINE:
+                unpacker = Unpacker(cache_dir(), adaptive=True)
             full = _with_kernel_requirements(request) if register_kernel else request
             resolutions = resolve(
                 full,
@@ -168,6 +178,7 @@ def create_env(
                 reporter=reporter,
                 settings=settings,
                 targets=[_target(interpreter)],
+                on_pin=None if unpacker is None else _download_ahead(fetcher, unpacker),
             )
             lock = build_lock(resolutions, request)
         steps.append(("resolve", time.perf_counter() - start))
@@ -176,8 +187,8 @@ def create_env(
         with store.holding(lock.env_id):
             with _disk_full_is_an_error(), store.building(lock.env_id) as build:
                 if build is not None:
-                    _build(build, store.path(lock.env_id), lock, interpreter, client, reporter,
-                           link_mode, steps)  # fmt: skip
+                    _build(build, store.path(lock.env_id), lock, interpreter, fetcher, reporter,
+                           link_mode, steps, unpacker=unpacker)  # fmt: skip
                     record = EnvRecord(
                         env_id=lock.env_id,
                         name=request.name,
@@ -200,8 +211,37 @@ def create_env(
             result = _existing(store, lock.env_id, request, start, register_kernel,
                                kernel_prefix)  # fmt: skip
     finally:
+        fetcher.close()  # downloads begun for pins the lock did not keep
+        if unpacker is not None:
+            unpacker.close(cancel=True)  # after a failure: what is queued is not needed
         client.close()
     return replace(result, created=created, steps=tuple(steps))
+
+
+def _download_ahead(fetcher: Fetcher, unpacker: Unpacker) -> Callable[[DistFile], None]:
+    """The resolver's pins, downloaded and unpacked while it goes on: a cold build then
+    overlaps resolution with the downloads and unpacking instead of following it."""
+    from nbenv.fetch import Artifact
+    from nbenv.wheelcache import WheelToInstall
+
+    def on_pin(file: DistFile) -> None:
+        sha = file.sha256
+        if not file.is_wheel or sha is None:
+            return  # sdists are built from the resolver's own copy
+        try:
+            artifact = Artifact(file.filename, file.url, sha, file.size)
+        except NbenvError:
+            return  # a bad name or hash: the lock's own fetch reports it
+        unpacker.expect(artifact.sha256, artifact.size)
+        future = fetcher.start(artifact)
+        if future is not None:
+            future.add_done_callback(lambda f: unpack(artifact, f))
+
+    def unpack(artifact: Artifact, future: Future[Path]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            unpacker.submit(WheelToInstall(future.result(), artifact.sha256, verified=True))
+
+    return on_pin
 
 
 @contextlib.contextmanager
@@ -284,12 +324,13 @@ def _build(
     final: Path,
     lock: Lock,
     interpreter: Interpreter,
-    client: HttpClient,
+    fetcher: Fetcher,
     reporter: Reporter,
     link_mode: LinkMode,
     steps: list[tuple[str, float]],
     *,
     make_venv: bool = True,
+    unpacker: Unpacker | None = None,
 ) -> None:
     """Fetch the lock's files and install them into `build`: a new venv from `interpreter`
     (`make_venv`), or the python `build` already holds (a conda prefix with its own)."""
@@ -297,7 +338,7 @@ def _build(
     from packaging.pylock import PackageSdist, PackageWheel
     from packaging.tags import Tag
 
-    from nbenv.fetch import Artifact, Fetcher
+    from nbenv.fetch import Artifact
     from nbenv.install import Unpacker, install_wheels, unpack_processes
     from nbenv.resolve.sdist import build_wheel_from_sdist
     from nbenv.venv import create_venv
@@ -322,7 +363,14 @@ def _build(
     # then every wheel unpacked as soon as it is downloaded: the small ones unpack while
     # the big ones still arrive.
     wheels_to_get = [(a.sha256, a.size) for a in artifacts if a.filename.endswith(".whl")]
-    with Unpacker(cache, processes=unpack_processes(cache, wheels_to_get)) as unpacker:
+    with contextlib.ExitStack() as stack:
+        if unpacker is None:
+            unpacker = stack.enter_context(
+                Unpacker(cache, processes=unpack_processes(cache, wheels_to_get))
+            )
+        else:  # the caller's, at work already on what the resolver pinned
+            for sha, size in wheels_to_get:
+                unpacker.expect(sha, size)
         if make_venv:
             create_venv(interpreter.path, build, final_dir=final)
 
@@ -331,7 +379,8 @@ def _build(
                 unpacker.submit(WheelToInstall(path, artifact.sha256, verified=True))
 
         reporter.stage("downloading")
-        paths = Fetcher(client, cache, reporter=reporter).fetch(artifacts, on_ready=unpack_early)
+        fetcher.discard(keep={a.sha256 for a in artifacts})  # pins the lock did not keep
+        paths = fetcher.fetch(artifacts, on_ready=unpack_early)
         steps.append(("fetch", time.perf_counter() - t0))
         wheels = []
         for artifact in artifacts:

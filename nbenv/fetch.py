@@ -9,6 +9,11 @@ A file enters the cache only after its sha256 matched the lock, so a cached file
 by name and size and never re-hashed. A `.part` left by a killed process is continued with
 an HTTP range request (after re-hashing what it holds), or restarted when the server does not
 do ranges. The lock is an OS file lock, so a dead holder never blocks anyone.
+
+`start` begins a download before anyone asks for it (the resolver pinned that wheel, so the
+lock will most likely name it): building an env then overlaps resolution with downloads. A
+later `fetch` of the same file waits for that download instead of starting another; what
+the lock does not name is stopped by `discard` (its `.part` stays, resumable).
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ import hashlib
 import os
 import re
 import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,25 +71,55 @@ class _Cancelled(Exception):
     """Another download failed or the caller was interrupted; the `.part` stays resumable."""
 
 
-class _Progress:
-    """Bytes done over all files of one `fetch`, reported from worker threads."""
+class _Stop(Exception):
+    """A download of this fetch failed: stop the others, then report it."""
 
-    def __init__(self, reporter: Reporter, total: int | None) -> None:
-        self._reporter = reporter
-        self._total = total
-        self._done = 0
+
+class _Progress:
+    """Bytes done per file, from the download threads. What a `fetch` waits for is reported
+    (its total, its files' bytes); a download started ahead of any fetch counts silently
+    until a fetch takes it over."""
+
+    def __init__(self) -> None:
         self._per_file: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._reporter: Reporter = NullReporter()
+        self._watched: frozenset[str] = frozenset()
+        self._total: int | None = None
+
+    def watch(self, reporter: Reporter, shas: frozenset[str], total: int | None) -> None:
+        with self._lock:
+            self._reporter, self._watched, self._total = reporter, shas, total
+            started = any(self._per_file.get(sha) for sha in shas)
+        if started:  # bytes that downloads begun before this fetch already hold
+            self._report()
 
     def set(self, sha256: str, done: int) -> None:
         with self._lock:
-            self._done += done - self._per_file.get(sha256, 0)
             self._per_file[sha256] = done
-            self._reporter.progress(_STAGE, self._done, self._total)
+            if sha256 not in self._watched:
+                return
+        self._report()
+
+    def _report(self) -> None:
+        with self._lock:
+            done = sum(self._per_file.get(sha, 0) for sha in self._watched)
+            if self._watched:
+                self._reporter.progress(_STAGE, done, self._total)
+
+
+@dataclass
+class _Job:
+    """One download under way in this process (at most one per sha256)."""
+
+    artifact: Artifact
+    future: Future[Path]
+    cancel: threading.Event
 
 
 class Fetcher:
-    """Thread-safe; several fetchers (and processes) may share one cache root."""
+    """Thread-safe; several fetchers (and processes) may share one cache root. Close it (or
+    use it as a context manager) to stop downloads still under way."""
 
     def __init__(
         self,
@@ -102,6 +137,27 @@ class Fetcher:
         self.reporter = reporter or NullReporter()
         self.offline = offline
         self.lock_timeout = lock_timeout  # how long to wait for another process's download
+        self._lock = threading.Lock()
+        self._jobs: dict[str, _Job] = {}  # sha256 -> the download under way or done
+        self._pool: ThreadPoolExecutor | None = None
+        self._progress = _Progress()
+        self._closed = False
+
+    def __enter__(self) -> Fetcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop every download still under way (at its next chunk) and wait for it."""
+        with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+            for job in self._jobs.values():
+                job.cancel.set()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def path_for(self, artifact: Artifact) -> Path:
         """Where the verified file lives once fetched."""
@@ -116,6 +172,43 @@ class Fetcher:
             return None
         return path if artifact.size is None or size == artifact.size else None
 
+    def start(self, artifact: Artifact) -> Future[Path] | None:
+        """Begin downloading `artifact` in the background unless it is cached (None) or
+        under way. A failure is kept for a `fetch` of the same file, which retries it."""
+        if self.offline or self.cached(artifact) is not None:
+            return None
+        with self._lock:
+            if self._closed:
+                return None
+            job = self._jobs.get(artifact.sha256)
+            if job is None:
+                job = self._jobs[artifact.sha256] = self._submit(artifact)
+            return job.future
+
+    def discard(self, keep: Collection[str]) -> None:
+        """Stop the downloads `start` began whose sha256 is not in `keep` (the lock did not
+        name them); their `.part` stays, resumable."""
+        with self._lock:
+            for sha in [sha for sha in self._jobs if sha not in keep]:
+                self._jobs.pop(sha).cancel.set()
+
+    def _forget(self, shas: Collection[str]) -> None:
+        """Drop the finished jobs of `shas`: a later fetch checks the cache afresh (the file
+        may have been removed since) and retries a failure."""
+        with self._lock:
+            for sha in shas:
+                job = self._jobs.get(sha)
+                if job is not None and job.future.done():
+                    del self._jobs[sha]
+
+    def _submit(self, artifact: Artifact) -> _Job:
+        """Called with self._lock held."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, "nbenv-fetch")
+        cancel = threading.Event()
+        future = self._pool.submit(self._obtain, artifact, cancel)
+        return _Job(artifact, future, cancel)
+
     def fetch(
         self,
         artifacts: Sequence[Artifact],
@@ -125,22 +218,30 @@ class Fetcher:
         """sha256 -> verified local path for every artifact, downloading what is missing.
 
         `on_ready(artifact, path)` is called once per file as soon as it is verified (cached
-        files first, then from the download threads), so the caller can start using early
-        files while the big ones still arrive."""
+        files first, then as downloads end, from the calling thread), so the caller can
+        start using early files while the big ones still arrive."""
         ready = on_ready or (lambda artifact, path: None)
         unique: dict[str, Artifact] = {}
         for artifact in artifacts:
             unique.setdefault(artifact.sha256, artifact)  # same bytes: one file, one download
         found: dict[str, Path] = {}
         missing: list[Artifact] = []
+        early = 0  # done by a download `start` began: not a cache hit
         for sha, artifact in unique.items():
+            with self._lock:
+                job = self._jobs.get(sha)
+            if job is not None and not job.future.done():
+                missing.append(artifact)  # under way: waited for below
+                continue
             path = self.cached(artifact)
             if path is None:
                 missing.append(artifact)
             else:
+                early += job is not None and not _failed(job.future)
                 found[sha] = path
                 ready(artifact, path)
-        self.reporter.cached(_STAGE, len(found), len(unique))
+        self.reporter.cached(_STAGE, len(found) - early, len(unique))
+        self._forget(unique)
         if not missing:
             return found
         if self.offline:
@@ -148,41 +249,50 @@ class Fetcher:
         self.reporter.stage(_STAGE)
         sizes = [a.size for a in missing]
         total = None if None in sizes else sum(s for s in sizes if s is not None)
-        progress = _Progress(self.reporter, total)
+        self._progress.watch(self.reporter, frozenset(a.sha256 for a in missing), total)
         # Largest first: the long downloads start at once instead of trailing at the end.
         order = sorted(missing, key=lambda a: -(a.size or 0))
-        cancel = threading.Event()
-        with ThreadPoolExecutor(min(self.workers, len(order)), "nbenv-fetch") as pool:
-            futures = {pool.submit(self._fetch_one, a, progress, cancel, ready): a for a in order}
-            try:
-                wait(futures, return_when=FIRST_EXCEPTION)
-            finally:
-                cancel.set()  # after a failure (or Ctrl-C): stop the others at their next chunk
-                for future in futures:
-                    future.cancel()
-        errors = {futures[f].sha256: f.exception() for f in futures if not f.cancelled()}
-        for artifact in missing:  # report the first failure in the caller's order
-            error = errors.get(artifact.sha256)
-            if error is not None and not isinstance(error, _Cancelled):
-                raise error
-        for future, artifact in futures.items():
-            found[artifact.sha256] = future.result()
+        jobs: dict[Future[Path], _Job] = {}
+        with self._lock:
+            if self._closed:
+                raise NbenvError("the download cache was closed")  # a programming error
+            for artifact in order:
+                job = self._jobs.get(artifact.sha256)  # one still under way, or none
+                if job is None:
+                    job = self._jobs[artifact.sha256] = self._submit(artifact)
+                jobs[job.future] = job
+        try:
+            pending = set(jobs)
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    if _failed(future):
+                        raise _Stop
+                    ready(jobs[future].artifact, future.result())
+        except BaseException as exc:  # a failure, a failing on_ready, Ctrl-C: stop the others
+            for job in jobs.values():
+                job.cancel.set()
+            wait(jobs)
+            if not isinstance(exc, _Stop):
+                raise
+            errors = {j.artifact.sha256: f.exception() for f, j in jobs.items() if _failed(f)
+                      and not f.cancelled()}  # fmt: skip
+            for artifact in missing:  # report the first failure in the caller's order
+                error = errors.get(artifact.sha256)
+                if error is not None and not isinstance(error, _Cancelled):
+                    raise error from None
+            raise NbenvError("the downloads were stopped before they ended") from None
+
+        finally:
+            self._forget(unique)
+        for future, job in jobs.items():
+            found[job.artifact.sha256] = future.result()
         return {sha: found[sha] for sha in unique}
 
     # -- one file --------------------------------------------------------------------------
 
-    def _fetch_one(
-        self,
-        artifact: Artifact,
-        progress: _Progress,
-        cancel: threading.Event,
-        ready: Callable[[Artifact, Path], None],
-    ) -> Path:
-        path = self._obtain(artifact, progress, cancel)
-        ready(artifact, path)
-        return path
-
-    def _obtain(self, artifact: Artifact, progress: _Progress, cancel: threading.Event) -> Path:
+    def _obtain(self, artifact: Artifact, cancel: threading.Event) -> Path:
+        progress = self._progress
         final = self.path_for(artifact)
         final.parent.mkdir(parents=True, exist_ok=True)
         lock = filelock.FileLock(str(final.parent / ".lock"))
@@ -276,6 +386,10 @@ class Fetcher:
                 part.unlink(missing_ok=True)
                 raise HashMismatchError(artifact.filename, url, artifact.sha256, actual)
         raise AssertionError("unreachable")
+
+
+def _failed(future: Future[Path]) -> bool:
+    return future.done() and (future.cancelled() or future.exception() is not None)
 
 
 def _hash_file(path: Path) -> tuple[hashlib._Hash, int]:

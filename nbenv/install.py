@@ -64,56 +64,105 @@ def unpack_processes(cache_root: Path, wheels: Iterable[tuple[str, int | None]])
     """How many worker processes should unpack these (sha256, size) wheels: none (threads)
     for a little work, where starting interpreters costs more than it saves, or on one CPU.
     NBENV_UNPACK_PROCESSES overrides (0: threads)."""
+    budget, forced = _process_budget()
+    if forced or not budget:
+        return budget
+    root = WheelCache(cache_root).root
+    todo = sum(size or 0 for sha, size in wheels if not (root / sha / "manifest.json").exists())
+    return budget if todo >= _PROCESS_THRESHOLD else 0
+
+
+def _process_budget() -> tuple[int, bool]:
+    """(processes a big unpack may use, whether NBENV_UNPACK_PROCESSES forces that many)."""
     forced = os.environ.get("NBENV_UNPACK_PROCESSES", "").strip()
     if forced:
         try:
-            return max(0, int(forced))
+            return max(0, int(forced)), True
         except ValueError:
             raise UsageError(
                 f"NBENV_UNPACK_PROCESSES={forced!r}: give a number of processes (0: threads)"
             ) from None
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if not cpus or cpus < 2:
-        return 0
-    root = WheelCache(cache_root).root
-    todo = sum(size or 0 for sha, size in wheels if not (root / sha / "manifest.json").exists())
-    return min(cpus, _MAX_PROCESSES) if todo >= _PROCESS_THRESHOLD else 0
+    return (0 if not cpus or cpus < 2 else min(cpus, _MAX_PROCESSES)), False
 
 
 class Unpacker:
     """Wheels unpacked into the cache as they become available, e.g. from a download
     callback while bigger files still arrive, so unpacking overlaps the network: on
     threads, or in `processes` worker processes (nbenv.unpacking) when there is a lot.
-    Each wheel (by sha256) is unpacked once however often it is submitted."""
+    Each wheel (by sha256) is unpacked once however often it is submitted.
+
+    `adaptive`: the amount is not known yet (the resolver is still choosing); threads
+    unpack until `expect` has been told of enough new wheels to be worth worker processes
+    (unpack_processes' rule), then processes take the wheels submitted after that."""
 
     def __init__(
-        self, cache_root: Path, *, workers: int = _UNPACK_WORKERS, processes: int = 0
+        self,
+        cache_root: Path,
+        *,
+        workers: int = _UNPACK_WORKERS,
+        processes: int = 0,
+        adaptive: bool = False,
     ) -> None:
         self.cache = WheelCache(cache_root)
-        self._processes = UnpackWorkers(cache_root, processes) if processes > 0 else None
-        self._pool = (
-            None if self._processes else ThreadPoolExecutor(max(1, workers), "nbenv-unpack")
-        )
-        self._futures: dict[str, Future[tuple[UnpackedWheel, bool]]] = {}
+        self._root = cache_root
+        self._workers = max(1, workers)
         self._lock = threading.Lock()
+        self._futures: dict[str, Future[tuple[UnpackedWheel, bool]]] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._processes: UnpackWorkers | None = None
+        self._budget = 0  # processes `expect` may still start
+        self._expected: dict[str, int] = {}  # sha256 -> size of new wheels announced
+        if adaptive:
+            budget, forced = _process_budget()
+            if forced:
+                processes = budget
+            else:
+                self._budget = budget
+        if processes > 0:
+            self._processes = UnpackWorkers(cache_root, processes)
+
+    @property
+    def processes(self) -> int:
+        """Worker processes started so far (0: the wheels unpack on threads)."""
+        with self._lock:
+            return self._processes.size if self._processes is not None else 0
+
+    def expect(self, sha256: str, size: int | None) -> None:
+        """A wheel of `size` bytes will probably be submitted soon (adaptive mode)."""
+        with self._lock:
+            if not self._budget or self._processes is not None or not size:
+                return
+            if (self.cache.root / sha256 / "manifest.json").exists():
+                return  # unpacked already: no work
+            self._expected[sha256] = size
+            if sum(self._expected.values()) < _PROCESS_THRESHOLD:
+                return
+            # started before the wheels arrive: their start-up overlaps the downloads
+            self._processes = UnpackWorkers(self._root, self._budget)
 
     def submit(self, wheel: WheelToInstall) -> Future[tuple[UnpackedWheel, bool]]:
-        if self._pool is None:
-            assert self._processes is not None
-            return self._processes.submit(wheel)
         with self._lock:
             future = self._futures.get(wheel.sha256)
             if future is None:
-                future = self._pool.submit(self.cache.get, wheel)
+                if self._processes is not None:
+                    future = self._processes.submit(wheel)
+                else:
+                    if self._pool is None:
+                        self._pool = ThreadPoolExecutor(self._workers, "nbenv-unpack")
+                    future = self._pool.submit(self.cache.get, wheel)
                 self._futures[wheel.sha256] = future
             return future
 
     def close(self, *, cancel: bool = False) -> None:
         """Wait for the unpacks under way (each is atomic); `cancel` drops queued ones."""
-        if self._processes is not None:
-            self._processes.close(cancel=cancel)
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=cancel)
+        with self._lock:
+            processes, pool = self._processes, self._pool
+            self._budget = 0
+        if processes is not None:
+            processes.close(cancel=cancel)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=cancel)
 
     def __enter__(self) -> Unpacker:
         return self

@@ -56,6 +56,10 @@ class UnpackWorkers:
         for thread in self._threads:
             thread.start()
 
+    @property
+    def size(self) -> int:
+        return len(self._procs)
+
     def submit(self, wheel: WheelToInstall) -> Future[_Result]:
         with self._lock:
             future = self._futures.get(wheel.sha256)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from jupyter_client.manager import start_new_kernel
 from support import IsolatedEnv
-from support.index_server import Index, IndexServer
+from support.index_server import Fault, Index, IndexServer
 from support.wheels import build_wheel
 
 from nbenv.store import Store
@@ -83,6 +83,46 @@ def test_create_registers_a_kernel_that_runs_in_the_env(
     assert printed.split() == [str(env), "2.0", "1.0", "8"]
 
 
+def whole_wheel_downloads(server: IndexServer) -> dict[str, int]:
+    """Wheels fetched whole (not the resolver's range reads of their metadata), by name."""
+    counts: dict[str, int] = {}
+    for request in server.requests("/files/", "GET"):
+        if request.path.endswith(".whl") and request.range is None and request.status == 200:
+            name = request.path.rsplit("/", 1)[-1]
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def test_a_cold_create_downloads_pinned_wheels_while_it_still_resolves(
+    index: IndexServer, isolated_env: IsolatedEnv
+) -> None:
+    from nbenv.envs import create_env
+    from nbenv.spec import parse_request
+
+    index.inject("/simple/gamma/", Fault("stall", seconds=0.6))  # beta's dependency: late
+    request = parse_request(["alpha", "beta", "--index-url", index.url])
+
+    result = create_env(request, register_kernel=False, compile_bytecode=False)
+
+    alpha, beta, gamma = (f"{n}-py3-none-any.whl" for n in ("alpha-2.0", "beta-1.0", "gamma-1.1"))
+    # the server's log, in the order it answered: alpha and beta were pinned, so fetched
+    # whole while the resolver still waited for gamma's page
+    order = [
+        r.path.rsplit("/", 2)[-1] or r.path.rsplit("/", 2)[-2]
+        for r in index.log
+        if r.path == "/simple/gamma/" or (r.path.endswith(".whl") and r.range is None)
+    ]
+    assert order.index("gamma") > max(order.index(alpha), order.index(beta))
+    assert order.index(gamma) > order.index("gamma")
+    # each wheel was fetched whole once: the build took over what was under way
+    assert whole_wheel_downloads(index) == {alpha: 1, beta: 1, gamma: 1}
+    out = subprocess.run(
+        [str(result.python), "-c", "import alpha, beta, gamma; print('ok')"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert out.stdout == "ok\n"
+
+
 def test_same_request_again_needs_no_network(env_index: IndexServer, fast_cache: Path) -> None:
     first = create(env_index, "alpha")
     env_index.clear_log()
@@ -123,9 +163,13 @@ def test_two_concurrent_creates_build_once(env_index: IndexServer, fast_cache: P
 def test_killed_build_leaves_no_env_and_create_recovers(
     env_index: IndexServer, isolated_env: IsolatedEnv
 ) -> None:
-    env_index.latency = 1.0  # slow downloads: the kill lands while the build is under way
-    argv = [sys.executable, "-m", "nbenv", "create", "--index-url", env_index.url, "--no-kernel",
-            "alpha", "beta"]  # fmt: skip
+    lock = isolated_env.root / "pylock.toml"
+    locked = nbenv("lock", "--index-url", env_index.url, "alpha", "beta", "-o", str(lock))
+    assert locked.returncode == 0, locked.stderr
+    # From a lock the downloads are the build's (a resolve would start them ahead), and
+    # slow ones keep it under way when the kill lands.
+    env_index.latency = 1.0
+    argv = [sys.executable, "-m", "nbenv", "create", "--no-kernel", "--lock", str(lock)]
     proc = subprocess.Popen(argv, env=os.environ.copy(), stderr=subprocess.DEVNULL)
     envs = isolated_env.nbenv_home / "envs"
     deadline = time.time() + 60
@@ -138,7 +182,7 @@ def test_killed_build_leaves_no_env_and_create_recovers(
     store = Store()
     assert store.env_ids() == []
     env_index.latency = 0
-    out = nbenv("create", "--json", "--index-url", env_index.url, "--no-kernel", "alpha", "beta")
+    out = nbenv("create", "--json", "--no-kernel", "--lock", str(lock))
     assert out.returncode == 0, out.stderr
     assert store.env_ids() == [json.loads(out.stdout)["env_id"]]
     gc = nbenv("gc")

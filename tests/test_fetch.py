@@ -18,7 +18,7 @@ from typing import ClassVar
 
 import pytest
 from support import IsolatedEnv
-from support.index_server import IndexServer
+from support.index_server import Fault, IndexServer
 from support.universe import MAIN, PRIVATE, Universe
 from support.wheels import sha256_file
 
@@ -394,6 +394,97 @@ def test_threads_fetching_the_same_file_download_it_once(
     assert index.count(f"/files/{BETA}") == 1
     assert len(set(results)) == 1 and len(results) == 4
     assert sha256_file(results[0]) == wanted.sha256
+
+
+def test_a_started_download_is_taken_over_by_fetch_not_repeated(
+    index: IndexServer, universe: Universe, client: HttpClient, cache: Path
+) -> None:
+    slow, other = artifact(index, universe, BETA), artifact(index, universe, ALPHA)
+    index.latency = 0.4
+    reporter = Recorder()
+    seen: list[str] = []
+    with Fetcher(client, cache, reporter=reporter) as fetcher:
+        started = fetcher.start(slow)
+        assert started is not None and not started.done()  # under way in the background
+        assert fetcher.start(slow) is started  # one download per file
+
+        paths = fetcher.fetch([slow, other], on_ready=lambda a, p: seen.append(a.filename))
+
+    assert started.result() == paths[slow.sha256]
+    assert file_requests(index, BETA) == [(None, 200)]  # the started one, taken over
+    assert sha256_file(paths[slow.sha256]) == slow.sha256
+    assert sorted(seen) == [ALPHA, BETA]
+    assert reporter.cached_calls == [("downloading", 0, 2)]  # a download, not a cache hit
+    assert reporter.progress_calls[-1] == (slow.size + other.size, slow.size + other.size)
+
+
+def test_a_download_started_and_done_before_fetch_is_still_no_cache_hit(
+    index: IndexServer, universe: Universe, client: HttpClient, cache: Path
+) -> None:
+    wanted = artifact(index, universe, ALPHA)
+    reporter = Recorder()
+    with Fetcher(client, cache, reporter=reporter) as fetcher:
+        started = fetcher.start(wanted)
+        assert started is not None
+        started.result(timeout=30)
+        assert fetcher.fetch([wanted]) == {wanted.sha256: started.result()}
+        assert reporter.cached_calls == [("downloading", 0, 1)]
+        assert fetcher.start(wanted) is None  # in the cache now: nothing to start
+        fetcher.fetch([wanted])
+    assert reporter.cached_calls[-1] == ("downloading", 1, 1)  # a later fetch: a hit
+    assert index.count(f"/files/{ALPHA}") == 1
+
+
+def test_a_failed_early_download_is_tried_again_by_fetch(
+    index: IndexServer, universe: Universe, client: HttpClient, cache: Path
+) -> None:
+    wanted = artifact(index, universe, ALPHA)
+    index.fail(f"/files/{ALPHA}", 404)
+    with Fetcher(client, cache) as fetcher:
+        started = fetcher.start(wanted)
+        assert started is not None
+        with pytest.raises(DownloadError):
+            started.result(timeout=30)  # kept for fetch, never raised on its own
+
+        path = fetcher.fetch([wanted])[wanted.sha256]
+
+    assert file_requests(index, ALPHA) == [(None, 404), (None, 200)]
+    assert sha256_file(path) == wanted.sha256
+
+
+def test_a_discarded_download_stops_and_a_later_fetch_still_gets_it(
+    index: IndexServer, universe: Universe, client: HttpClient, cache: Path
+) -> None:
+    kept, dropped = artifact(index, universe, ALPHA), artifact(index, universe, BETA)
+    index.inject(f"/files/{BETA}", Fault("stall", seconds=0.5))
+    with Fetcher(client, cache) as fetcher:
+        first = fetcher.start(dropped)
+        fetcher.start(kept)
+        fetcher.discard(keep={kept.sha256})
+        assert first is not None
+        # stopped before it began or at its first chunk (a `.part` stays, resumable)
+        assert first.exception(timeout=30) is not None
+        assert not fetcher.path_for(dropped).exists()
+
+        paths = fetcher.fetch([kept, dropped])
+
+    assert sha256_file(paths[dropped.sha256]) == dropped.sha256
+    assert index.count(f"/files/{ALPHA}") == 1
+
+
+def test_closing_the_fetcher_stops_the_downloads_under_way(
+    index: IndexServer, universe: Universe, client: HttpClient, cache: Path
+) -> None:
+    wanted = artifact(index, universe, BETA)
+    index.inject(f"/files/{BETA}", Fault("stall", seconds=0.5))
+    fetcher = Fetcher(client, cache)
+    started = fetcher.start(wanted)
+    assert started is not None
+    fetcher.close()  # returns once the download has stopped
+
+    assert started.done()
+    assert not fetcher.path_for(wanted).exists()
+    assert fetcher.start(wanted) is None  # closed: nothing new starts
 
 
 _CHILD = textwrap.dedent(

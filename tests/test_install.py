@@ -711,6 +711,39 @@ def test_how_many_unpacking_processes(
         unpack_processes(cache_root, [])
 
 
+def test_an_adaptive_unpacker_starts_processes_once_enough_new_wheels_are_expected(
+    wheel_dir: Path, cache_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nbenv.install
+
+    monkeypatch.delenv("NBENV_UNPACK_PROCESSES", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(nbenv.install, "_PROCESS_THRESHOLD", 1000)
+    alpha, beta = alpha_wheel(wheel_dir), beta_wheel(wheel_dir)
+    with Unpacker(cache_root) as threads:
+        threads.submit(alpha).result()  # unpacked already: expecting it adds no work
+
+    with Unpacker(cache_root, adaptive=True) as unpacker:
+        unpacker.expect(alpha.sha256, 5000)
+        unpacker.expect(beta.sha256, 600)
+        assert unpacker.processes == 0  # 600 new bytes: below the threshold, threads
+        unpacker.expect("c" * 64, 600)
+        assert unpacker.processes == 2  # 1,200 new bytes: the two CPUs' processes
+        unpacked, fresh = unpacker.submit(beta).result(timeout=60)
+        unpacker.expect("d" * 64, 10**9)
+        assert unpacker.processes == 2  # started once
+    assert fresh and unpacked.distribution == "beta"
+    assert (cache_root / "unpacked" / beta.sha256 / "manifest.json").exists()
+
+    monkeypatch.setenv("NBENV_UNPACK_PROCESSES", "0")  # the override wins
+    with Unpacker(cache_root, adaptive=True) as forced:
+        forced.expect("e" * 64, 10**9)
+        assert forced.processes == 0
+    monkeypatch.setenv("NBENV_UNPACK_PROCESSES", "1")
+    with Unpacker(cache_root, adaptive=True) as forced:
+        assert forced.processes == 1  # from the start, whatever is expected
+
+
 @pytest.mark.parametrize("processes", [0, 2])
 def test_linking_each_wheel_as_it_unpacks_still_checks_conflicts(
     tmp_path: Path, wheel_dir: Path, cache_root: Path, processes: int

@@ -21,7 +21,7 @@ from nbenv.errors import (
     ProjectNotFoundError,
 )
 from nbenv.resolve.cache import CachePolicy
-from nbenv.resolve.model import Resolution
+from nbenv.resolve.model import DistFile, Resolution
 from nbenv.resolve.pypi import PypiResolver, resolve
 from nbenv.settings import IndexSettings
 from nbenv.spec import parse_request
@@ -53,6 +53,18 @@ def test_transitive_resolution_with_pep658_and_range_reads(index: IndexServer) -
     assert ranged and all(r.range for r in ranged)
     # the PEP 658 probe (the index does not say) went out alongside the first range read
     assert [r.status for r in beta if r.path.endswith(".metadata")] == [404]
+
+
+def test_each_pin_is_told_as_the_resolver_makes_it(index: IndexServer) -> None:
+    pins: list[DistFile] = []
+    request = parse_request(["alpha", "beta", "--index-url", index.url])
+
+    (result,) = resolve(request, settings=IndexSettings(), on_pin=pins.append)
+
+    assert chosen(result) == {"alpha": "2.0", "beta": "1.0", "gamma": "1.1"}
+    # what an env build downloads ahead: exactly the files the lock will name, once each
+    assert sorted(f.filename for f in pins) == sorted(p.file.filename for p in result.packages)
+    assert all(f.sha256 for f in pins)
 
 
 def test_yanked_release_is_skipped_unless_pinned(index: IndexServer) -> None:

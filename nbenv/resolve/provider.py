@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from packaging.requirements import Requirement
@@ -13,7 +13,7 @@ from resolvelib import AbstractProvider
 from resolvelib.structs import RequirementInformation
 
 from nbenv.resolve.candidates import Release
-from nbenv.resolve.model import ProvidedDist
+from nbenv.resolve.model import DistFile, ProvidedDist
 from nbenv.resolve.prefetch import Prefetcher, active_dependencies
 from nbenv.resolve.target import Target
 
@@ -85,8 +85,12 @@ class PypiProvider(AbstractProvider[Req, Candidate, str]):
         *,
         allow_pre: bool = False,
         provided: Mapping[str, ProvidedDist] | None = None,
+        on_pin: Callable[[DistFile], None] | None = None,
     ) -> None:
         self.target = target
+        # told each file the resolver pins, before its metadata is awaited: an env build
+        # starts downloading it (the final lock nearly always keeps the pin)
+        self.on_pin = on_pin
         # dists the env already holds (conda's): fixed, never fetched, never installed
         self.provided = dict(provided or {})
         self.prefetcher = prefetcher
@@ -172,6 +176,8 @@ class PypiProvider(AbstractProvider[Req, Candidate, str]):
     def get_dependencies(self, candidate: Candidate) -> list[Req]:
         if candidate.release is None:
             return []
+        if self.on_pin is not None:
+            self.on_pin(candidate.release.file)
         metadata = self.prefetcher.metadata(candidate.release.file).result()
         out: list[Req] = []
         if candidate.extras:  # the extra-variant pins its base project to the same version

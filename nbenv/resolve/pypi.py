@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from packaging.utils import NormalizedName
@@ -44,8 +44,10 @@ class PypiResolver:
         workers: int = 24,
         targets: Sequence[Target] | None = None,
         provided: Mapping[str, ProvidedDist] | None = None,
+        on_pin: Callable[[DistFile], None] | None = None,
     ) -> None:
         self.request = request
+        self.on_pin = on_pin
         self.provided = dict(provided or {})
         # an env build knows its interpreter exactly; a lock names X.Y only
         self.targets = tuple(targets) if targets else request.targets
@@ -131,7 +133,7 @@ class PypiResolver:
 
     def _resolve_target(self, target: Target, requirements: Sequence[Req]) -> Resolution:
         provider = PypiProvider(target, self.prefetcher, requirements, allow_pre=self.request.pre,
-                                provided=self.provided)  # fmt: skip
+                                provided=self.provided, on_pin=self.on_pin)  # fmt: skip
         resolver: Resolver[Req, Candidate, str] = Resolver(provider, BaseReporter())
         try:
             result = resolver.resolve(requirements, max_rounds=5000)
@@ -209,9 +211,12 @@ def resolve(
     settings: IndexSettings | None = None,
     targets: Sequence[Target] | None = None,
     provided: Mapping[str, ProvidedDist] | None = None,
+    on_pin: Callable[[DistFile], None] | None = None,
 ) -> list[Resolution]:
     """Resolve every target of `request` (or `targets`); raises NbenvError subclasses.
-    `provided`: dists the env already holds (a conda pass installed them), fixed as given."""
+    `provided`: dists the env already holds (a conda pass installed them), fixed as given.
+    `on_pin(file)`: called (from the resolving thread) with each file the resolver pins;
+    a pin may later be undone by backtracking."""
     with PypiResolver(
         request,
         client=client,
@@ -221,5 +226,6 @@ def resolve(
         settings=settings,
         targets=targets,
         provided=provided,
+        on_pin=on_pin,
     ) as session:
         return session.resolve()
