@@ -67,6 +67,49 @@ def test_each_pin_is_told_as_the_resolver_makes_it(index: IndexServer) -> None:
     assert all(f.sha256 for f in pins)
 
 
+def test_releases_of_a_page_are_worked_out_once_when_asked_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The speculative walk and the resolver ask for the same project together; the page's
+    thousands of entries were parsed twice (pandas, fonttools, ... on set B)."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    import nbenv.resolve.prefetch as prefetch
+    from nbenv.resolve.index import parse_project_page
+    from nbenv.resolve.target import Target
+
+    body = b'{"meta": {"api-version": "1.0"}, "name": "one", "files": []}'
+    index = "https://example.invalid/simple/"
+    json_type = "application/vnd.pypi.simple.v1+json"
+    page = parse_project_page("one", body, json_type, f"{index}one/", index)
+    calls = []
+    real = prefetch.releases_for_target
+
+    def slow(*args: object) -> object:
+        calls.append(args)
+        time.sleep(0.2)  # long enough for the second asker to arrive meanwhile
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(prefetch, "releases_for_target", slow)
+    fetcher = prefetch.Prefetcher(lambda index, name: page, [index],
+                                  SimpleNamespace(cache=None))  # type: ignore[arg-type]  # fmt: skip
+    results: list[object] = []
+    try:
+        askers = [threading.Thread(target=lambda: results.append(
+            fetcher.releases(page.name, Target()))) for _ in range(3)]  # fmt: skip
+        for asker in askers:
+            asker.start()
+        for asker in askers:
+            asker.join()
+    finally:
+        fetcher.close()
+
+    assert len(calls) == 1
+    assert len(results) == 3 and results[0] is results[1] is results[2]
+
+
 def test_yanked_release_is_skipped_unless_pinned(index: IndexServer) -> None:
     (result,) = run(index, "gamma")
     assert chosen(result) == {"gamma": "1.1"}

@@ -67,7 +67,7 @@ class Prefetcher:
         self._pages: dict[NormalizedName, Future[ProjectPage | None]] = {}
         self._index_pages: dict[tuple[str, NormalizedName], Future[ProjectPage | None]] = {}
         self._meta: dict[str, Future[CoreMetadata]] = {}
-        self._releases: dict[tuple[NormalizedName, Target], TargetReleases] = {}
+        self._releases: dict[tuple[NormalizedName, Target], Future[TargetReleases]] = {}
         self._walked: set[tuple[Target, NormalizedName, str]] = set()
         self._reporter = reporter or NullReporter()
         self._allow_pre = allow_pre
@@ -117,12 +117,16 @@ class Prefetcher:
             return None
         key = (page.name, target)
         with self._lock:
-            cached = self._releases.get(key)
-        if cached is None:
-            cached = releases_for_target(page, target, self._metadata.cache)
-            with self._lock:
-                self._releases[key] = cached
-        return cached
+            future = self._releases.get(key)
+            mine = future is None
+            if future is None:  # computed once: the walk and the resolver ask at once
+                future = self._releases[key] = Future()
+        if mine:
+            try:
+                future.set_result(releases_for_target(page, target, self._metadata.cache))
+            except BaseException as exc:
+                future.set_exception(exc)
+        return future.result()
 
     # -- metadata ------------------------------------------------------------------------
     def metadata(self, file: DistFile) -> Future[CoreMetadata]:
