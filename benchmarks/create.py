@@ -311,6 +311,9 @@ class Bench:
         for path in plan.fresh:
             self.discard(path)
             path.mkdir(parents=True)
+        # Untimed: the run before (and nbenv's bytecode compiler) left hundreds of MB of
+        # dirty pages; their writeback would otherwise land on whichever tool runs next.
+        os.sync()
         start = time.perf_counter()
         step_seconds: list[float] = []
         result: RunResult | None = None

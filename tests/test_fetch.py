@@ -126,6 +126,28 @@ def test_downloads_run_in_parallel(
     assert index.count("/files/") == 8
 
 
+def test_big_files_download_on_a_few_threads_of_their_own(
+    index: IndexServer,
+    universe: Universe,
+    client: HttpClient,
+    cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import nbenv.fetch
+
+    names = [f.filename for f in universe.entries(MAIN) if f.filename.endswith(".whl")][:8]
+    wanted = [artifact(index, universe, name) for name in names]
+    sizes = sorted(a.size or 0 for a in wanted)
+    monkeypatch.setattr(nbenv.fetch, "_BIG", sizes[4])  # the 4 biggest count as big
+    index.latency = 0.3
+
+    paths = Fetcher(client, cache, big_workers=2).fetch(wanted)
+
+    assert all(sha256_file(paths[a.sha256]) == a.sha256 for a in wanted)
+    # in flight at once: the 4 small ones and at most 2 of the 4 big ones (8 on one pool)
+    assert 4 <= index.max_in_flight <= 2 + 4, index.max_in_flight
+
+
 def test_cached_files_are_not_downloaded_again(
     index: IndexServer, universe: Universe, client: HttpClient, cache: Path
 ) -> None:
