@@ -965,19 +965,6 @@ def version_lines(bench: Bench) -> dict[str, str]:
     return lines
 
 
-def compile_nbenv() -> None:
-    """Bytecode for nbenv's own modules, as installing its wheel writes it. A source
-    checkout installed with `pip install -e` has none, and this machine's
-    PYTHONDONTWRITEBYTECODE=1 keeps Python from caching it: every nbenv process (the CLI
-    and its unpacking workers) would compile the package anew, ~50 ms each, which no
-    installed nbenv pays. Stale files are never used (Python checks the source)."""
-    import compileall
-
-    import nbenv
-
-    compileall.compile_dir(Path(nbenv.__file__).parent, quiet=1)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     ns = parse_args(argv)
     made_temp = ns.workdir is None
@@ -1001,8 +988,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout=ns.timeout,
         nbenv_args=tuple(ns.nbenv_arg),
     )
-    if "nbenv" in bench.tools:
-        compile_nbenv()
     tool_lines = version_lines(bench)
     meta: dict[str, object] = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
