@@ -90,6 +90,10 @@ class ResolveCache:
         atomic_write(self._page_path(url), json.dumps(meta).encode() + b"\n" + body)
         return digest
 
+    def forget_page(self, url: str) -> None:
+        """Drop the stored page of `url` (it could not be parsed: ask the index again)."""
+        self._page_path(url).unlink(missing_ok=True)
+
     def _metadata_path(self, key: str) -> Path:
         return self.root / "metadata" / key[:2] / key
 

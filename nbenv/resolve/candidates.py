@@ -16,8 +16,9 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
+from nbenv.errors import IndexAccessError
 from nbenv.resolve.cache import ResolveCache
-from nbenv.resolve.index import ProjectPage
+from nbenv.resolve.index import ProjectPage, project_url
 from nbenv.resolve.model import DistFile
 from nbenv.resolve.target import Target
 
@@ -113,7 +114,15 @@ def releases_for_target(
                 return TargetReleases(page, _load_summary(page.name, data))
             except (ValueError, KeyError, TypeError):
                 pass  # a summary from another nbenv version: compute it again
-    usable = _compute(page, target)
+    try:
+        usable = _compute(page, target)
+    except IndexAccessError:
+        # Only the page's outline is checked when it arrives (parsing waits until needed):
+        # a page that fails now must not stay cached for the next run to fail on.
+        if cache is not None:
+            for source in page.sources:
+                cache.forget_page(project_url(source.index, page.name))
+        raise
     if cache is not None:
         cache.put_summary(key.hexdigest(), _dump_summary(usable))
     return TargetReleases(page, usable)

@@ -144,8 +144,16 @@ def test_bad_bytes_are_refused_and_never_cached(
             Fault("garbage", body=b"{not json", content_type="application/vnd.pypi.simple.v1+json"),
         ),
         ("index page cut in half", Fault("truncate")),
+        (
+            "JSON index page that is not UTF-8",
+            Fault(
+                "garbage",
+                body=b'{"files": [{"filename": "\xff\xfe.whl"}]}',
+                content_type="application/vnd.pypi.simple.v1+json",
+            ),
+        ),
     ],
-    ids=["plain-text", "broken-json", "truncated-page"],
+    ids=["plain-text", "broken-json", "truncated-page", "not-utf8-json"],
 )
 def test_an_unreadable_index_page_names_the_url(
     name: str, fault: Fault, index: IndexServer, faults: FaultLog, isolated_env: IsolatedEnv
