@@ -67,8 +67,8 @@ def unpack_processes(cache_root: Path, wheels: Iterable[tuple[str, int | None]])
     budget, forced = _process_budget()
     if forced or not budget:
         return budget
-    root = WheelCache(cache_root).root
-    todo = sum(size or 0 for sha, size in wheels if not (root / sha / "manifest.json").exists())
+    cache = WheelCache(cache_root)
+    todo = sum(size or 0 for sha, size in wheels if not cache.has(sha))
     return budget if todo >= _PROCESS_THRESHOLD else 0
 
 
@@ -133,7 +133,7 @@ class Unpacker:
         with self._lock:
             if not self._budget or self._processes is not None or not size:
                 return
-            if (self.cache.root / sha256 / "manifest.json").exists():
+            if self.cache.has(sha256):
                 return  # unpacked already: no work
             self._expected[sha256] = size
             if sum(self._expected.values()) < _PROCESS_THRESHOLD:

@@ -62,6 +62,7 @@ __all__ = [
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _DRIVE = re.compile(r"[A-Za-z]:")
+_MANIFEST = "manifest.json"
 _MANIFEST_FORMAT = 1
 _LOCK_TIMEOUT = 900.0  # seconds; unpacking the largest wheels (GPU stacks) takes minutes
 CHUNK = 1 << 20
@@ -132,6 +133,10 @@ class WheelCache:
     def unpacked(self, wheel: WheelToInstall) -> UnpackedWheel:
         return self.get(wheel)[0]
 
+    def has(self, sha256: str) -> bool:
+        """Whether the wheel of this sha256 is unpacked here (its manifest, written last)."""
+        return (self.root / sha256 / _MANIFEST).exists()
+
     def get(self, wheel: WheelToInstall) -> tuple[UnpackedWheel, bool]:
         """The unpacked wheel, and whether this call unpacked it (False: it was cached)."""
         home = self.root / wheel.sha256
@@ -157,7 +162,7 @@ class WheelCache:
 
 def _load_manifest(home: Path) -> UnpackedWheel | None:
     try:
-        data = json.loads((home / "manifest.json").read_bytes())
+        data = json.loads((home / _MANIFEST).read_bytes())
         if data["format"] != _MANIFEST_FORMAT:
             return None
         # trusted as written: every path passed _unsafe_member before it was unpacked
@@ -220,7 +225,7 @@ def _unpack(wheel: WheelToInstall, home: Path) -> UnpackedWheel:
                 "scripts": list(checked.scripts),
                 "files": [list(f) for f in files],
             }
-            (work / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+            (work / _MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
             os.rename(work, home)  # same directory: atomic, and only ever complete
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
