@@ -9,7 +9,8 @@ Keep it cheap, it runs on every create: a package found safe is remembered by it
 (in this process, and as an empty marker file under NBENV cache `conda/checked/`), so each
 package is read once per machine. The file list comes from where rattler will link it:
 rattler's extracted package cache when its entry holds this sha256, else the archive
-(a local file for file:// channels, hashed first; range requests or streaming over HTTP).
+(a local file for file:// channels, hashed first; range requests or streaming over HTTP),
+read once per process: the solve's read of a Python-holding package serves here too.
 Those HTTP reads cannot be checked against the sha256 (only whole archives can): a channel
 that answers them with another file list than its archive holds could still get a package
 past this check, and then rattler would abort, but nothing would be written outside.
@@ -27,6 +28,7 @@ from urllib.parse import unquote, urlsplit
 
 from nbenv.errors import CondaInstallError, UnsafeCondaPackageError
 from nbenv.files import sha256_file
+from nbenv.resolve.conda_dists import file_list
 from nbenv.resolve.conda_model import CondaPackage
 from nbenv.resolve.conda_runtime import redact_channels, run_async
 
@@ -65,7 +67,9 @@ def check_packages(
             todo.append(package)
     if not todo:
         return
-    listed = {p.sha256: _from_cache(p, pkgs_dir) for p in todo}
+    # rattler's extracted copy when it vouches for it (what rattler would link), else the
+    # list the solve read from the same archive in this process, else a read of our own
+    listed = {p.sha256: _from_cache(p, pkgs_dir) or file_list(p.sha256) for p in todo}
     fetch = [p for p in todo if listed[p.sha256] is None]
     if fetch:
         read = run_async(_read_all(fetch, pkgs_dir, client, prefix))

@@ -126,6 +126,38 @@ def test_dists_are_read_again_for_another_cache_dir(
     assert cached.exists()
 
 
+def test_a_package_the_solve_read_is_not_read_again_by_the_install_check(
+    conda_channel: CondaChannel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rattler.package import PathsJson
+
+    from nbenv import conda_check
+
+    conda_dists._known.clear()  # a new process: nothing read yet
+    conda_dists._lists.clear()
+    conda_check._safe.clear()
+    reads: list[str] = []
+    real = PathsJson.from_package_archive
+
+    def counted(path: object) -> object:
+        reads.append(Path(str(path)).name)
+        return real(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(PathsJson, "from_package_archive", staticmethod(counted))
+    cache = tmp_path / "cache"
+
+    solution = solve_on(conda_channel.url, "purepy", cache_dir=cache)
+    assert solution.python_dists == {"purepy": "1.0"}
+    purepy = next(p for p in solution.packages if p.name == "purepy")
+    assert reads.count(purepy.filename) == 1  # the solve read it for its dists
+    install_prefix(solution, tmp_path / "env", cache_dir=cache)
+
+    # the install's path check used that read: every package's list was read once at most
+    assert reads.count(purepy.filename) == 1
+    assert sorted(set(reads)) == sorted(reads)
+    assert (cache / "conda" / "checked" / purepy.sha256).exists()  # and it was checked
+
+
 class _Recorder:
     def __init__(self) -> None:
         self.progress_calls: list[tuple[str, int, int | None]] = []

@@ -7,6 +7,8 @@ declare a site-packages path (CEP 17); a package without an interpreter dependen
 nothing Python could import. `paths.json` comes from a local file for file:// channels,
 and over HTTP by range requests (`.conda`: only the info part) or streaming until it is
 found (`.tar.bz2`). Results are kept per package sha256, so a second solve reads nothing.
+The file lists read are kept for the process too (`file_list`): the install's path check
+(nbenv.conda_check) then reads no package a second time.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from nbenv.resolve.conda_runtime import clean_url, redact_channels, run_async
 if TYPE_CHECKING:
     import rattler
 
-__all__ = ["dists_by_package", "dists_in_paths", "holds_python", "python_dists"]
+__all__ = ["dists_by_package", "dists_in_paths", "file_list", "holds_python", "python_dists"]
 
 _PYTHON_DEPENDENCY = re.compile(r"^python(?:[\s=<>!~]|$)", re.MULTILINE)
 _DIST_INFO = re.compile(r"(?:^|/)site-packages/([^/]+)\.(dist-info|egg-info)(?:/|$)")
@@ -97,6 +99,7 @@ def dists_by_package(
         reporter.stage(_STAGE)
         results = run_async(_read_all(missing, client, reporter))
         for record, paths in zip(missing, results, strict=True):
+            _keep_list(record, paths)
             dists = dists_in_paths(paths)
             _store(cache, record, dists)
             if dists:
@@ -190,3 +193,23 @@ def _remember(path: Path, dists: dict[str, str]) -> None:
 
 _KNOWN_KEPT = 16384
 _known: dict[str, dict[str, str]] = {}
+
+
+def file_list(sha256: str) -> list[str] | None:
+    """The file list this process read for the package archive of `sha256`, if any: read
+    from the archive as conda_check would read it (a local one after its hash matched)."""
+    paths = _lists.get(sha256)
+    return None if paths is None else list(paths)
+
+
+def _keep_list(record: rattler.RepoDataRecord, paths: list[str]) -> None:
+    key = _key(record)
+    if key is None:
+        return
+    if len(_lists) >= _LISTS_KEPT:
+        _lists.clear()
+    _lists[key] = tuple(paths)
+
+
+_LISTS_KEPT = 4096
+_lists: dict[str, tuple[str, ...]] = {}
