@@ -69,7 +69,10 @@ def check_packages(
         return
     # rattler's extracted copy when it vouches for it (what rattler would link), else the
     # list the solve read from the same archive in this process, else a read of our own
-    listed = {p.sha256: _from_cache(p, pkgs_dir) or file_list(p.sha256) for p in todo}
+    listed = {p.sha256: _from_cache(p, pkgs_dir) for p in todo}
+    for package in todo:
+        if listed[package.sha256] is None:
+            listed[package.sha256] = file_list(package.sha256)
     fetch = [p for p in todo if listed[p.sha256] is None]
     if fetch:
         read = run_async(_read_all(fetch, pkgs_dir, client, prefix))
