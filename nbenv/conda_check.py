@@ -24,11 +24,9 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlsplit
 
 from nbenv.errors import CondaInstallError, UnsafeCondaPackageError
-from nbenv.files import sha256_file
-from nbenv.resolve.conda_dists import file_list
+from nbenv.resolve.conda_dists import file_list, read_file_list
 from nbenv.resolve.conda_model import CondaPackage
 from nbenv.resolve.conda_runtime import redact_channels, run_async
 
@@ -75,7 +73,7 @@ def check_packages(
             listed[package.sha256] = file_list(package.sha256)
     fetch = [p for p in todo if listed[p.sha256] is None]
     if fetch:
-        read = run_async(_read_all(fetch, pkgs_dir, client, prefix))
+        read = run_async(_read_all(fetch, client, prefix))
         listed.update((p.sha256, paths) for p, paths in zip(fetch, read, strict=True))
     for package in todo:
         paths = listed[package.sha256] or []
@@ -89,35 +87,23 @@ def check_packages(
 
 
 async def _read_all(
-    packages: Sequence[CondaPackage], pkgs_dir: Path, client: rattler.Client, prefix: str
+    packages: Sequence[CondaPackage], client: rattler.Client, prefix: str
 ) -> list[list[str]]:
     limit = asyncio.Semaphore(16)
 
     async def one(package: CondaPackage) -> list[str]:
         async with limit:
-            return await _paths(package, pkgs_dir, client, prefix)
+            return await _paths(package, client, prefix)
 
     return list(await asyncio.gather(*(one(p) for p in packages)))
 
 
-async def _paths(
-    package: CondaPackage, pkgs_dir: Path, client: rattler.Client, prefix: str
-) -> list[str]:
-    from rattler.package import PathsJson
-
+async def _paths(package: CondaPackage, client: rattler.Client, prefix: str) -> list[str]:
     try:
-        if package.url.startswith("file:"):
-            local = Path(unquote(urlsplit(package.url).path))
-            _verify(local, package)
-            found: PathsJson | None = await asyncio.to_thread(PathsJson.from_package_archive, local)
-        else:
-            found = await PathsJson.from_remote_url(client, package.url)
+        return await read_file_list(package.url, package.sha256, client)
     except Exception as exc:  # rattler raises its own classes for I/O and format errors
         reason = f"cannot read the file list of {package.filename} ({redact_channels(str(exc))})"
         raise CondaInstallError(prefix, reason) from None
-    if found is None:
-        raise CondaInstallError(prefix, f"{package.filename} has no info/paths.json")
-    return [str(entry.relative_path) for entry in found.paths]
 
 
 def _from_cache(package: CondaPackage, pkgs_dir: Path) -> list[str] | None:
@@ -137,9 +123,3 @@ def _from_cache(package: CondaPackage, pkgs_dir: Path) -> list[str] | None:
             return (info / "files").read_text(encoding="utf-8").splitlines()
     except (OSError, ValueError, KeyError, TypeError):
         return None
-
-
-def _verify(path: Path, package: CondaPackage) -> None:
-    actual = sha256_file(path)
-    if actual != package.sha256:
-        raise OSError(f"sha256 {actual} differs from the channel's repodata")

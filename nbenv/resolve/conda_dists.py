@@ -32,7 +32,14 @@ from nbenv.resolve.conda_runtime import clean_url, redact_channels, run_async
 if TYPE_CHECKING:
     import rattler
 
-__all__ = ["dists_by_package", "dists_in_paths", "file_list", "holds_python", "python_dists"]
+__all__ = [
+    "dists_by_package",
+    "dists_in_paths",
+    "file_list",
+    "holds_python",
+    "python_dists",
+    "read_file_list",
+]
 
 _PYTHON_DEPENDENCY = re.compile(r"^python(?:[\s=<>!~]|$)", re.MULTILINE)
 _DIST_INFO = re.compile(r"(?:^|/)site-packages/([^/]+)\.(dist-info|egg-info)(?:/|$)")
@@ -125,32 +132,40 @@ async def _read_all(
 
 
 async def _read_paths(record: rattler.RepoDataRecord, client: rattler.Client) -> list[str]:
-    from rattler.package import PathsJson
-
     url = record.url
     try:
-        if url.startswith("file:"):
-            local = Path(unquote(urlsplit(url).path))
-            _verify(local, record)
-            paths = PathsJson.from_package_archive(local)
-        else:
-            remote = await PathsJson.from_remote_url(client, url)
-            if remote is None:
-                raise OSError("the package has no info/paths.json")
-            paths = remote
+        return await read_file_list(url, record.sha256.hex() if record.sha256 else None, client)
     except OSError as exc:
         raise CondaChannelError(
             clean_url(url), f"cannot read its file list ({redact_channels(str(exc))})"
         ) from None
-    return [str(entry.relative_path) for entry in paths.paths]
 
 
-def _verify(path: Path, record: rattler.RepoDataRecord) -> None:
-    if record.sha256 is None:
-        return
-    actual = sha256_file(path)
-    if actual != record.sha256.hex():
-        raise OSError(f"sha256 {actual} differs from the channel's repodata")
+async def read_file_list(url: str, sha256: str | None, client: rattler.Client) -> list[str]:
+    """The file list (`info/paths.json`) of the package archive at `url`: a local file for
+    file:// URLs, once its hash matched `sha256` (when given); over HTTP by range requests
+    or streaming. Raises OSError, or rattler's own errors for remote failures."""
+    from rattler.package import PathsJson
+
+    found: PathsJson | None
+    if url.startswith("file:"):
+        local = Path(unquote(urlsplit(url).path))
+        found = await asyncio.to_thread(_local_paths_json, local, sha256)
+    else:
+        found = await PathsJson.from_remote_url(client, url)
+    if found is None:
+        raise OSError("the package has no info/paths.json")
+    return [str(entry.relative_path) for entry in found.paths]
+
+
+def _local_paths_json(path: Path, sha256: str | None) -> rattler.package.PathsJson:
+    from rattler.package import PathsJson
+
+    if sha256 is not None:
+        actual = sha256_file(path)
+        if actual != sha256:
+            raise OSError(f"sha256 {actual} differs from the channel's repodata")
+    return PathsJson.from_package_archive(path)
 
 
 def _key(record: rattler.RepoDataRecord) -> str | None:
