@@ -98,22 +98,19 @@ class _Progress:
     def watch(self, reporter: Reporter, shas: frozenset[str], total: int | None) -> None:
         with self._lock:
             self._reporter, self._watched, self._total = reporter, shas, total
-            started = any(self._per_file.get(sha) for sha in shas)
-        if started:  # bytes that downloads begun before this fetch already hold
-            self._report()
+            if any(self._per_file.get(sha) for sha in shas):  # downloads begun before
+                self._report()
 
     def set(self, sha256: str, done: int) -> None:
         with self._lock:
             self._per_file[sha256] = done
-            if sha256 not in self._watched:
-                return
-        self._report()
+            if sha256 in self._watched:
+                self._report()
 
     def _report(self) -> None:
-        with self._lock:
-            done = sum(self._per_file.get(sha, 0) for sha in self._watched)
-            if self._watched:
-                self._reporter.progress(_STAGE, done, self._total)
+        """Called with the lock held: reports reach the reporter in order."""
+        done = sum(self._per_file.get(sha, 0) for sha in self._watched)
+        self._reporter.progress(_STAGE, done, self._total)
 
 
 @dataclass
@@ -301,7 +298,6 @@ class Fetcher:
                 if error is not None and not isinstance(error, _Cancelled):
                     raise error from None
             raise NbenvError("the downloads were stopped before they ended") from None
-
         finally:
             self._forget(unique)
         for future, job in jobs.items():
