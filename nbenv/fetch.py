@@ -19,6 +19,8 @@ the lock does not name is stopped by `discard` (its `.part` stays, resumable).
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
 import os
 import re
 import threading
@@ -53,6 +55,9 @@ _STAGE = "downloading"
 # the small ones keep many.
 _BIG = 2 * 1024 * 1024
 _BIG_WORKERS = 3
+# ...and those wait their turn biggest first: the resolver pins set B's wheels in its own
+# order (scipy, 33 MB, came 12th), and the biggest wheel's download and unpack are the
+# tail of the whole build.
 
 
 @dataclass(frozen=True)
@@ -148,6 +153,8 @@ class Fetcher:
         self._jobs: dict[str, _Job] = {}  # sha256 -> the download under way or done
         self._pool: ThreadPoolExecutor | None = None
         self._big_pool: ThreadPoolExecutor | None = None
+        self._big_queue: list[tuple[int, int, _Job]] = []  # a heap: biggest first
+        self._order = itertools.count()
         self._progress = _Progress()
         self._closed = False
 
@@ -168,6 +175,10 @@ class Fetcher:
         for pool in pools:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            queued, self._big_queue = self._big_queue, []
+        for _, _, job in queued:  # never started: their turn was cancelled with the pool
+            job.future.cancel()
 
     def path_for(self, artifact: Artifact) -> Path:
         """Where the verified file lives once fetched."""
@@ -213,17 +224,30 @@ class Fetcher:
 
     def _submit(self, artifact: Artifact) -> _Job:
         """Called with self._lock held."""
+        cancel = threading.Event()
         if artifact.size is not None and artifact.size >= _BIG:
             if self._big_pool is None:
                 self._big_pool = ThreadPoolExecutor(self.big_workers, "nbenv-fetch-big")
-            pool = self._big_pool
-        else:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.workers, "nbenv-fetch")
-            pool = self._pool
-        cancel = threading.Event()
-        future = pool.submit(self._obtain, artifact, cancel)
-        return _Job(artifact, future, cancel)
+            job = _Job(artifact, Future(), cancel)
+            heapq.heappush(self._big_queue, (-artifact.size, next(self._order), job))
+            self._big_pool.submit(self._next_big)  # one turn per job: each runs once
+            return job
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, "nbenv-fetch")
+        return _Job(artifact, self._pool.submit(self._obtain, artifact, cancel), cancel)
+
+    def _next_big(self) -> None:
+        """A big-file thread's turn: download the biggest file waiting now."""
+        with self._lock:
+            if not self._big_queue:
+                return  # close() cancelled them
+            job = heapq.heappop(self._big_queue)[2]
+        if not job.future.set_running_or_notify_cancel():
+            return
+        try:
+            job.future.set_result(self._obtain(job.artifact, job.cancel))
+        except BaseException as exc:
+            job.future.set_exception(exc)
 
     def fetch(
         self,

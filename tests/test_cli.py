@@ -62,6 +62,33 @@ def test_the_process_does_not_wait_for_abandoned_threads() -> None:
     assert time.monotonic() - started < 30
 
 
+def test_a_command_runs_with_the_gc_and_switch_settings_of_its_own_process() -> None:
+    code = (
+        "import gc, sys\n"
+        "from nbenv import cli\n"
+        "def main():\n"
+        "    print(gc.get_threshold(), sys.getswitchinterval())\n"
+        "    return 0\n"
+        "cli.main = main\n"
+        "cli.run()\n"
+    )
+    done = python_c(code)
+    assert (done.returncode, done.stdout.split()) == (0, ["(20000,", "20,", "20)", "0.001"])
+
+
+def test_importing_the_package_or_a_worker_module_loads_no_requirement_parser() -> None:
+    # `python -m nbenv.unpacking` workers start per build: they import only what they use
+    code = (
+        "import sys, nbenv.unpacking\n"
+        "print('nbenv.spec' in sys.modules)\n"
+        "from nbenv import EnvRequest, NbenvError, parse_request\n"
+        "print(EnvRequest.__module__, NbenvError.__module__, parse_request('x').requirements)\n"
+    )
+    done = python_c(code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[:3] == ["False", "nbenv.spec", "nbenv.errors"]
+
+
 def test_jupyter_subcommand() -> None:
     jupyter = Path(sys.executable).with_name("jupyter")
     if not jupyter.exists():

@@ -148,6 +148,34 @@ def test_big_files_download_on_a_few_threads_of_their_own(
     assert 4 <= index.max_in_flight <= 2 + 4, index.max_in_flight
 
 
+def test_big_files_waiting_for_a_thread_go_biggest_first(
+    index: IndexServer,
+    universe: Universe,
+    client: HttpClient,
+    cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import nbenv.fetch
+
+    names = [f.filename for f in universe.entries(MAIN) if f.filename.endswith(".whl")]
+    wheels = sorted((artifact(index, universe, n) for n in names), key=lambda a: a.size or 0)
+    first, *waiting = wheels[-4:]  # 4 big ones, smallest first
+    assert len({a.size for a in waiting}) == 3
+    monkeypatch.setattr(nbenv.fetch, "_BIG", first.size)
+    index.inject(f"/files/{first.filename}", Fault("stall", seconds=0.5))  # holds the thread
+
+    with Fetcher(client, cache, big_workers=1) as fetcher:
+        fetcher.start(first)
+        time.sleep(0.1)  # the only big thread is busy with it
+        for queued in waiting:  # started smallest first, as a resolver may pin them
+            fetcher.start(queued)
+        paths = fetcher.fetch([first, *waiting])
+
+    assert all(sha256_file(paths[a.sha256]) == a.sha256 for a in [first, *waiting])
+    served = [r.path.rsplit("/", 1)[-1] for r in index.log if r.path.startswith("/files/")]
+    assert served == [first.filename, *[a.filename for a in reversed(waiting)]]
+
+
 def test_cached_files_are_not_downloaded_again(
     index: IndexServer, universe: Universe, client: HttpClient, cache: Path
 ) -> None:
