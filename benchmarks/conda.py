@@ -105,7 +105,7 @@ def run(ns: argparse.Namespace, work: Path) -> int:
 
     import nbenv.resolve.conda
     from nbenv.conda_envs import create_conda_env
-    from nbenv.envs import remove_env
+    from nbenv.envs import BuildOptions, remove_env
     from nbenv.paths import cache_dir
     from nbenv.resolve.conda import parse_conda_args, solve, virtual_packages
     from nbenv.spec import EnvRequest, parse_request
@@ -153,7 +153,9 @@ def run(ns: argparse.Namespace, work: Path) -> int:
     built: list[str] = []  # removed after each timing: removal is not creation
 
     def nbenv_create() -> None:
-        result = create_conda_env(conda, EnvRequest(), register_kernel=False, store=store)
+        result = create_conda_env(
+            conda, EnvRequest(), BuildOptions(register_kernel=False), store=store
+        )
         assert result.created
         built.append(result.record.env_id)
 
@@ -162,7 +164,9 @@ def run(ns: argparse.Namespace, work: Path) -> int:
     steps: list[tuple[tuple[str, float], ...]] = []
 
     def nbenv_mixed() -> None:
-        result = create_conda_env(conda, mixed_request, store=store, compile_bytecode=False)
+        result = create_conda_env(
+            conda, mixed_request, BuildOptions(compile_bytecode=False), store=store
+        )
         assert result.created and result.kernel is not None
         steps.append((*result.steps, ("total", result.seconds)))
         built.append(result.record.env_id)

@@ -549,7 +549,7 @@ class Bench:
 INPROC_SCRIPT = """
 import json, sys, time
 t0 = time.perf_counter()
-from nbenv.envs import create_env
+from nbenv.envs import BuildOptions, create_env
 from nbenv.spec import parse_request
 imported = time.perf_counter() - t0
 words, n, variants = json.loads(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
@@ -558,12 +558,12 @@ for variant, kernel in (("kernel", True), ("no-kernel", False)):
     if variant not in variants:
         continue
     t = time.perf_counter()
-    result = create_env(parse_request(words), register_kernel=kernel)
+    result = create_env(parse_request(words), BuildOptions(register_kernel=kernel))
     first = time.perf_counter() - t
     calls = []
     for _ in range(n):
         t = time.perf_counter()
-        create_env(parse_request(words), register_kernel=kernel)
+        create_env(parse_request(words), BuildOptions(register_kernel=kernel))
         calls.append(time.perf_counter() - t)
     out[variant] = {"first": first, "calls": calls, "created": result.created}
 print(json.dumps(out))

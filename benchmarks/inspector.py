@@ -75,7 +75,7 @@ def build_store(root: Path, count: int) -> float:
     from support.repack import closure, repack
     from support.wheels import build_wheel
 
-    from nbenv.envs import create_env
+    from nbenv.envs import BuildOptions, create_env
     from nbenv.notebook_index import record_lock
     from nbenv.spec import parse_request
 
@@ -98,7 +98,7 @@ def build_store(root: Path, count: int) -> float:
         for i in range(count):
             name = ["--name", f"project-{i:02d}"] if i % 3 == 0 else []
             request = parse_request(["--index-url", server.url, *name, f"bench-{i:02d}"])
-            result = create_env(request, compile_bytecode=False)
+            result = create_env(request, BuildOptions(compile_bytecode=False))
             if i % 2 == 0:
                 lock = notebooks / f"analysis-{i:02d}.nbenv.lock"
                 lock.write_text("version = 1\n")

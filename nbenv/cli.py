@@ -22,7 +22,7 @@ from nbenv.resolve.cache import CachePolicy
 from nbenv.spec import EnvRequest, add_request_arguments, request_from_namespace
 
 if TYPE_CHECKING:
-    from nbenv.envs import CreateResult
+    from nbenv.envs import BuildOptions, CreateResult
     from nbenv.resolve.conda_model import CondaRequest
 
 __all__ = ["main"]
@@ -246,7 +246,7 @@ def _lock(ns: argparse.Namespace, reporter: Reporter) -> int:
 def _lock_conda(ns: argparse.Namespace, reporter: Reporter) -> int:
     """`nbenv lock --conda SPEC... [PYPI_SPEC...]`: one conda platform (`--platform
     linux-64|osx-arm64|...`), written as a JSON conda env lock."""
-    from nbenv.envs import _target
+    from nbenv.envs import target_for
     from nbenv.interpreters import find_interpreter
     from nbenv.resolve.mixed import resolve_mixed
 
@@ -256,7 +256,7 @@ def _lock_conda(ns: argparse.Namespace, reporter: Reporter) -> int:
     assert conda is not None
     # --platform is the conda subdir here; the PyPI pass follows it (nbenv.resolve.mixed)
     request = request_from_namespace(argparse.Namespace(**{**vars(ns), "platform": []}))
-    base = _target(find_interpreter(ns.python[0] if ns.python else None)) if conda.is_native \
+    base = target_for(find_interpreter(ns.python[0] if ns.python else None)) if conda.is_native \
         else None  # fmt: skip
     mixed = resolve_mixed(conda, request, base=base, policy=_policy(ns), reporter=reporter)
     if ns.output is not None:
@@ -392,7 +392,7 @@ def _export(ns: argparse.Namespace, reporter: Reporter) -> int:
 
 
 def _create(ns: argparse.Namespace, reporter: Reporter) -> int:
-    from nbenv.envs import create_env
+    from nbenv.envs import BuildOptions, create_env
 
     request = request_from_namespace(ns)
     conda = _conda_request(ns)
@@ -400,25 +400,27 @@ def _create(ns: argparse.Namespace, reporter: Reporter) -> int:
         raise UsageError("nbenv create: give requirements or --lock FILE")
     if (request.requirements or conda) and ns.lock is not None:
         raise UsageError("nbenv create: give requirements or --lock FILE, not both")
+    options = BuildOptions(
+        policy=_policy(ns),
+        compile_bytecode=not ns.no_compile,
+        register_kernel=not ns.no_kernel,
+        kernel_prefix=_kernel_prefix(ns),
+        link_mode=ns.link_mode,
+    )
     if conda is not None or (ns.lock is not None and ns.lock.suffix == ".json"):
-        result = _create_conda(ns, request, conda, reporter)
+        result = _create_conda(ns, request, conda, options, reporter)
     else:
-        result = create_env(
-            request,
-            lock_file=ns.lock,
-            reporter=reporter,
-            policy=_policy(ns),
-            compile_bytecode=not ns.no_compile,
-            register_kernel=not ns.no_kernel,
-            kernel_prefix=_kernel_prefix(ns),
-            link_mode=ns.link_mode,
-        )
+        result = create_env(request, options, lock_file=ns.lock, reporter=reporter)
     _print_created(ns, result, reporter)
     return 0
 
 
 def _create_conda(
-    ns: argparse.Namespace, request: EnvRequest, conda: CondaRequest | None, reporter: Reporter
+    ns: argparse.Namespace,
+    request: EnvRequest,
+    conda: CondaRequest | None,
+    options: BuildOptions,
+    reporter: Reporter,
 ) -> CreateResult:
     from nbenv.conda_envs import create_conda_env
     from nbenv.resolve.conda_model import CondaRequest
@@ -428,17 +430,7 @@ def _create_conda(
     if conda is None:
         assert locked is not None
         conda = CondaRequest(specs=locked.conda.specs, channels=locked.conda.channels)
-    return create_conda_env(
-        conda,
-        request,
-        lock=locked,
-        reporter=reporter,
-        policy=_policy(ns),
-        compile_bytecode=not ns.no_compile,
-        register_kernel=not ns.no_kernel,
-        kernel_prefix=_kernel_prefix(ns),
-        link_mode=ns.link_mode,
-    )
+    return create_conda_env(conda, request, options, lock=locked, reporter=reporter)
 
 
 def _print_created(ns: argparse.Namespace, result: CreateResult, reporter: Reporter) -> None:

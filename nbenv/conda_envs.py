@@ -27,11 +27,12 @@ from pathlib import Path
 
 from nbenv.envs import (
     KERNEL_REQUIREMENTS,
+    BuildOptions,
     CreateResult,
-    _build,
-    _disk_full_is_an_error,
-    _existing,
-    _target,
+    build_in_store,
+    install_lock,
+    reuse_remembered,
+    target_for,
 )
 from nbenv.errors import NbenvError, UsageError
 from nbenv.interpreters import Interpreter, find_interpreter
@@ -40,7 +41,6 @@ from nbenv.net.auth import Credentials, strip_userinfo
 from nbenv.net.http import HttpClient
 from nbenv.paths import cache_dir
 from nbenv.report import NullReporter, Reporter
-from nbenv.resolve.cache import CachePolicy
 from nbenv.resolve.conda_model import CondaRequest
 from nbenv.resolve.mixed import CONDA_LOCK_FILE, MixedLock, resolve_mixed
 from nbenv.settings import DEFAULT_RETRIES, DEFAULT_TIMEOUT, effective_indexes, read_pip_settings
@@ -91,22 +91,18 @@ def conda_request_key(
 def create_conda_env(
     conda: CondaRequest,
     request: EnvRequest,
+    options: BuildOptions | None = None,
     *,
-    python: str | None = None,
     lock: MixedLock | None = None,
     store: Store | None = None,
     reporter: Reporter | None = None,
-    policy: CachePolicy = CachePolicy.DEFAULT,
-    compile_bytecode: bool = True,
-    register_kernel: bool = True,
-    kernel_prefix: str | None = None,
-    link_mode: LinkMode = "auto",
     kind: str | None = None,
 ) -> CreateResult:
     """Build (or find) the env of `conda` + `request` (or of a given `lock`: no solve, no
     resolution; its packages come from the caches when they are there)."""
     start = time.perf_counter()
     steps: list[tuple[str, float]] = []
+    options = options or BuildOptions()
     reporter = reporter or NullReporter()
     store = store or Store()
     if not conda.is_native:
@@ -115,8 +111,9 @@ def create_conda_env(
         )
     if request.platforms:
         raise UsageError("--platform locks for another machine; an env is built for this one")
-    wanted = python or (request.pythons[0] if request.pythons else None)
+    wanted = options.python or (request.pythons[0] if request.pythons else None)
     interpreter = _interpreter(wanted)
+    register_kernel = options.register_kernel
     # a bare conda prefix has no PyPI pass: pip's settings (and the indexes) do not matter
     pypi_pass = bool(request.requirements) or register_kernel
     settings = read_pip_settings() if pypi_pass else None
@@ -128,13 +125,10 @@ def create_conda_env(
     key = conda_request_key(conda, request, interpreter, indexes, kernel=register_kernel)
     kind = kind or env_kind(request, lock)
     given = lock
-    if given is None and policy is CachePolicy.DEFAULT:
-        known = store.remembered(key)
-        if known is not None:
-            with store.holding(known):
-                if store.exists(known):  # gc may have taken it just now: then build again
-                    return _existing(store, known, request, start, register_kernel,
-                                     kernel_prefix)  # fmt: skip
+    if given is None:
+        found = reuse_remembered(store, key, request, start, options)
+        if found is not None:
+            return found
 
     client = HttpClient(
         credentials=Credentials([*indexes, *(settings.find_links if settings else ())]),
@@ -148,9 +142,9 @@ def create_conda_env(
             mixed = resolve_mixed(
                 conda,
                 request,
-                base=_target(interpreter) if interpreter is not None else None,
+                base=target_for(interpreter) if interpreter is not None else None,
                 kernel_requirements=KERNEL_REQUIREMENTS if register_kernel else (),
-                policy=policy,
+                policy=options.policy,
                 reporter=reporter,
                 client=client,
                 settings=settings,
@@ -158,46 +152,36 @@ def create_conda_env(
         steps.append(("resolve", time.perf_counter() - start))
         if mixed.layered and interpreter is None:
             raise UsageError(f"No interpreter for --python {wanted} to layer a venv from")
-        created = False
         final = store.path(mixed.env_id)
-        # held until the kernel is registered: gc cannot take the env from under us
-        with store.holding(mixed.env_id):
-            with _disk_full_is_an_error(), store.building(mixed.env_id) as build:
-                if build is not None:
-                    _build_prefix(build, final, mixed, conda, interpreter, client, reporter,
-                                  link_mode, steps)  # fmt: skip
-                    conda_python = mixed.conda.python_version
-                    record = EnvRecord(
-                        env_id=mixed.env_id,
-                        name=request.name,
-                        requirements=(
-                            *request.requirement_strings(),
-                            *(f"conda: {s}" for s in conda.specs),
-                        ),
-                        python=conda_python or _version(interpreter),
-                        base_interpreter=str(final / "bin" / "python")
-                        if conda_python or interpreter is None
-                        else str(interpreter.path),
-                        created=time.time(),
-                        indexes=(*mixed.conda.channels, *(strip_userinfo(i) for i in indexes)),
-                        kind=kind,
-                    )
-                    store.commit(build, record)
-                    created = True
-            client.close()
-            path = store.path(mixed.env_id)
-            has_python = (path / "bin" / "python").exists()
-            if created and compile_bytecode and mixed.pypi is not None and has_python:
-                from nbenv.venv import compile_bytecode as compile_in_background
+        resolved = mixed
 
-                compile_in_background(path)
-            if given is None:
-                store.remember(key, mixed.env_id)
-            kernel = register_kernel and mixed.pypi is not None and has_python
-            result = _existing(store, mixed.env_id, request, start, kernel, kernel_prefix)
+        def build(into: Path) -> EnvRecord:
+            _build_prefix(into, final, resolved, conda, interpreter, client, reporter,
+                          options.link_mode, steps)  # fmt: skip
+            conda_python = resolved.conda.python_version
+            return EnvRecord(
+                env_id=resolved.env_id,
+                name=request.name,
+                requirements=(
+                    *request.requirement_strings(),
+                    *(f"conda: {s}" for s in conda.specs),
+                ),
+                python=conda_python or _version(interpreter),
+                base_interpreter=str(final / "bin" / "python")
+                if conda_python or interpreter is None
+                else str(interpreter.path),
+                created=time.time(),
+                indexes=(*resolved.conda.channels, *(strip_userinfo(i) for i in indexes)),
+                kind=kind,
+            )
+
+        result = build_in_store(store, mixed.env_id, build, request=request, start=start,
+                                options=options, remember=key if given is None else None,
+                                runs_python=mixed.pypi is not None,
+                                on_built=client.close)  # fmt: skip
     finally:
         client.close()
-    return replace(result, created=created, steps=tuple(steps))
+    return replace(result, steps=tuple(steps))
 
 
 def _interpreter(wanted: str | None) -> Interpreter | None:
@@ -241,8 +225,8 @@ def _build_prefix(
         from nbenv.fetch import Fetcher
 
         with Fetcher(client, cache_dir(), reporter=reporter) as fetcher:
-            _build(build, final, mixed.pypi, base, fetcher, reporter, link_mode, steps,
-                   make_venv=mixed.layered)  # fmt: skip
+            install_lock(build, final, mixed.pypi, base, fetcher, reporter, link_mode, steps,
+                         make_venv=mixed.layered)  # fmt: skip
     (build / CONDA_LOCK_FILE).write_text(mixed.dumps(), encoding="utf-8")
 
 

@@ -49,6 +49,7 @@ if TYPE_CHECKING:  # imported where used: listing envs must not load the install
 
 __all__ = [
     "KERNEL_REQUIREMENTS",
+    "BuildOptions",
     "CreateResult",
     "GcReport",
     "create_env",
@@ -78,7 +79,19 @@ class CreateResult:
         return self.path / "bin" / "python"
 
 
-def _with_kernel_requirements(request: EnvRequest) -> EnvRequest:
+@dataclass(frozen=True)
+class BuildOptions:
+    """How any env is built and registered, PyPI or conda (the CLI's create options)."""
+
+    python: str | None = None  # an interpreter request ("3.12", a path); None: the default
+    policy: CachePolicy = CachePolicy.DEFAULT
+    compile_bytecode: bool = True  # .pyc files compiled in the background once it exists
+    register_kernel: bool = True
+    kernel_prefix: str | None = None  # like `ipykernel install --prefix`
+    link_mode: LinkMode = "auto"
+
+
+def with_kernel_requirements(request: EnvRequest) -> EnvRequest:
     named = {Requirement(str(r)).name.lower() for r in request.requirements}
     extra = tuple(
         Requirement(r) for r in KERNEL_REQUIREMENTS if Requirement(r).name.lower() not in named
@@ -101,23 +114,19 @@ def request_key(
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def _target(interpreter: Interpreter) -> Target:
+def target_for(interpreter: Interpreter) -> Target:
+    """The resolver's target for building an env on this machine with `interpreter`."""
     return Target(python=interpreter.short, patch=interpreter.version[2])
 
 
 def create_env(
     request: EnvRequest,
+    options: BuildOptions | None = None,
     *,
-    python: str | None = None,
     lock_file: Path | None = None,
     lock: Lock | None = None,
     store: Store | None = None,
     reporter: Reporter | None = None,
-    policy: CachePolicy = CachePolicy.DEFAULT,
-    compile_bytecode: bool = True,
-    register_kernel: bool = True,
-    kernel_prefix: str | None = None,
-    link_mode: LinkMode = "auto",
 ) -> CreateResult:
     """Build (or find) the env for `request`, or for a given lock (`lock_file` or `lock`:
     no resolution), and register its kernel."""
@@ -125,29 +134,29 @@ def create_env(
 
     start = time.perf_counter()
     steps: list[tuple[str, float]] = []
+    options = options or BuildOptions()
     reporter = reporter or NullReporter()
     store = store or Store()
+    policy = options.policy
     if request.platforms:
         raise UsageError("--platform locks for another machine; an env is built for this one")
     if len(request.pythons) > 1:
         raise UsageError("an env has one interpreter: give --python once")
-    interpreter = find_interpreter(python or (request.pythons[0] if request.pythons else None))
+    wanted = options.python or (request.pythons[0] if request.pythons else None)
+    interpreter = find_interpreter(wanted)
     settings = read_pip_settings()
     indexes = effective_indexes(request.index_url, request.extra_index_urls, settings)
-    key = request_key(request, interpreter, indexes, kernel=register_kernel)
+    key = request_key(request, interpreter, indexes, kernel=options.register_kernel)
 
     if lock_file is not None:
         from nbenv.lock import load_lock
 
         lock = load_lock(lock_file)
     given = lock
-    if given is None and policy is CachePolicy.DEFAULT:
-        known = store.remembered(key)
-        if known is not None:  # the same request on this machine: no resolution, no network
-            with store.holding(known):
-                if store.exists(known):  # gc may have taken it just now: then build again
-                    return _existing(store, known, request, start, register_kernel,
-                                     kernel_prefix)  # fmt: skip
+    if given is None:
+        found = reuse_remembered(store, key, request, start, options)
+        if found is not None:  # the same request on this machine: no resolution, no network
+            return found
 
     # imported here: finding an existing env (a kernel's every `%%pypi` cell) needs neither
     from nbenv.fetch import Fetcher
@@ -170,52 +179,98 @@ def create_env(
 
             if policy is not CachePolicy.OFFLINE:
                 unpacker = Unpacker(cache_dir(), adaptive=True)
-            full = _with_kernel_requirements(request) if register_kernel else request
+            full = with_kernel_requirements(request) if options.register_kernel else request
             resolutions = resolve(
                 full,
                 client=client,
                 policy=policy,
                 reporter=reporter,
                 settings=settings,
-                targets=[_target(interpreter)],
+                targets=[target_for(interpreter)],
                 on_pin=None if unpacker is None else _download_ahead(fetcher, unpacker),
             )
             lock = build_lock(resolutions, request)
         steps.append(("resolve", time.perf_counter() - start))
-        created = False
-        # held until the kernel is registered: gc cannot take the env from under us
-        with store.holding(lock.env_id):
-            with _disk_full_is_an_error(), store.building(lock.env_id) as build:
-                if build is not None:
-                    _build(build, store.path(lock.env_id), lock, interpreter, fetcher, reporter,
-                           link_mode, steps, unpacker=unpacker)  # fmt: skip
-                    record = EnvRecord(
-                        env_id=lock.env_id,
-                        name=request.name,
-                        requirements=request.requirement_strings(),
-                        python=".".join(map(str, interpreter.version)),
-                        base_interpreter=str(interpreter.path),
-                        created=time.time(),
-                        indexes=tuple(strip_userinfo(i) for i in indexes),
-                    )
-                    store.commit(build, record)
-                    created = True
-            client.close()
-            path = store.path(lock.env_id)
-            if created and compile_bytecode:
-                from nbenv.venv import compile_bytecode as compile_in_background
+        locked = lock
 
-                store.compiling(lock.env_id, compile_in_background(path).pid)
-            if given is None:
-                store.remember(key, lock.env_id)
-            result = _existing(store, lock.env_id, request, start, register_kernel,
-                               kernel_prefix)  # fmt: skip
+        def build(into: Path) -> EnvRecord:
+            install_lock(into, store.path(locked.env_id), locked, interpreter, fetcher,
+                         reporter, options.link_mode, steps, unpacker=unpacker)  # fmt: skip
+            return EnvRecord(
+                env_id=locked.env_id,
+                name=request.name,
+                requirements=request.requirement_strings(),
+                python=".".join(map(str, interpreter.version)),
+                base_interpreter=str(interpreter.path),
+                created=time.time(),
+                indexes=tuple(strip_userinfo(i) for i in indexes),
+            )
+
+        result = build_in_store(store, locked.env_id, build, request=request, start=start,
+                                options=options, remember=key if given is None else None,
+                                on_built=client.close)  # fmt: skip
     finally:
         fetcher.close()  # downloads begun for pins the lock did not keep
         if unpacker is not None:
             unpacker.close(cancel=True)  # after a failure: what is queued is not needed
         client.close()
-    return replace(result, created=created, steps=tuple(steps))
+    return replace(result, steps=tuple(steps))
+
+
+def reuse_remembered(
+    store: Store, key: str, request: EnvRequest, start: float, options: BuildOptions
+) -> CreateResult | None:
+    """The env this request (by `key`) made before on this machine, if it is still there:
+    found with no resolution and no network (a kernel's every `%%pypi` cell asks this)."""
+    if options.policy is not CachePolicy.DEFAULT:
+        return None  # --refresh and --offline resolve again
+    known = store.remembered(key)
+    if known is None:
+        return None
+    with store.holding(known):
+        if not store.exists(known):  # gc may have taken it just now: then build again
+            return None
+        return _existing(store, known, request, start, options.register_kernel,
+                         options.kernel_prefix)  # fmt: skip
+
+
+def build_in_store(
+    store: Store,
+    env_id: str,
+    build: Callable[[Path], EnvRecord],
+    *,
+    request: EnvRequest,
+    start: float,
+    options: BuildOptions,
+    remember: str | None,
+    runs_python: bool = True,
+    on_built: Callable[[], None] | None = None,
+) -> CreateResult:
+    """`build(temp dir) -> record` under the store's lock for `env_id`, unless another
+    process built it first; then bytecode in the background, `remember` (a request key)
+    pointing at it, and its kernel. `runs_python`: the env has Python packages of ours (a
+    bare conda prefix has none: no bytecode, no kernel). `on_built` runs once the files
+    are in place (e.g. closing network connections before the kernel step)."""
+    created = False
+    # held until the kernel is registered: gc cannot take the env from under us
+    with store.holding(env_id):
+        with disk_full_is_an_error(), store.building(env_id) as into:
+            if into is not None:
+                store.commit(into, build(into))
+                created = True
+        if on_built is not None:
+            on_built()
+        path = store.path(env_id)
+        runs_python = runs_python and (path / "bin" / "python").exists()
+        if created and options.compile_bytecode and runs_python:
+            from nbenv.venv import compile_bytecode as compile_in_background
+
+            store.compiling(env_id, compile_in_background(path).pid)
+        if remember is not None:
+            store.remember(remember, env_id)
+        kernel = options.register_kernel and runs_python
+        result = _existing(store, env_id, request, start, kernel, options.kernel_prefix)
+    return replace(result, created=created)
 
 
 def _download_ahead(fetcher: Fetcher, unpacker: Unpacker) -> Callable[[DistFile], None]:
@@ -245,7 +300,7 @@ def _download_ahead(fetcher: Fetcher, unpacker: Unpacker) -> Callable[[DistFile]
 
 
 @contextlib.contextmanager
-def _disk_full_is_an_error() -> Iterator[None]:
+def disk_full_is_an_error() -> Iterator[None]:
     # a full disk can strike in any writer (download, unpack, link, record); the build dir
     # is removed by `store.building` on the way out, so the message can promise that
     try:
@@ -319,7 +374,7 @@ def ensure_kernel(
         )
 
 
-def _build(
+def install_lock(
     build: Path,
     final: Path,
     lock: Lock,
@@ -346,7 +401,7 @@ def _build(
 
     t0 = time.perf_counter()
     cache = cache_dir()
-    target = _target(interpreter)
+    target = target_for(interpreter)
     tags = [Tag(*t.split("-")) for t in target.tag_rank]
     environment = cast(Environment, dict(target.markers))
     selected = list(lock.pylock.select(environment=environment, tags=tags))

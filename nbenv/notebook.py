@@ -31,7 +31,7 @@ from nbenv.resolve.cache import CachePolicy
 from nbenv.resolve.mixed import MixedLock
 
 if TYPE_CHECKING:
-    from nbenv.envs import CreateResult
+    from nbenv.envs import BuildOptions, CreateResult
     from nbenv.resolve.conda_model import CondaRequest
 
 __all__ = [
@@ -117,7 +117,7 @@ def resolve_declaration(
 ) -> EnvLock:
     """Resolve a declaration for this machine's interpreter (or its --python) into the lock
     `create_env` would build: the same request, kernel packages included, so the same id."""
-    from nbenv.envs import _target, _with_kernel_requirements
+    from nbenv.envs import target_for, with_kernel_requirements
     from nbenv.interpreters import find_interpreter
     from nbenv.resolve.pypi import resolve
 
@@ -129,15 +129,15 @@ def resolve_declaration(
         from nbenv.envs import KERNEL_REQUIREMENTS
         from nbenv.resolve.mixed import resolve_mixed
 
-        mixed = resolve_mixed(conda, request, base=_target(interpreter),
+        mixed = resolve_mixed(conda, request, base=target_for(interpreter),
                               kernel_requirements=KERNEL_REQUIREMENTS, policy=policy,
                               reporter=reporter)  # fmt: skip
         return canonical(mixed)
     resolutions = resolve(
-        _with_kernel_requirements(request),
+        with_kernel_requirements(request),
         policy=policy,
         reporter=reporter or NullReporter(),
-        targets=[_target(interpreter)],
+        targets=[target_for(interpreter)],
     )
     return canonical(build_lock(resolutions, request))
 
@@ -251,27 +251,24 @@ def ensure_env(
     put in `lock` when it has none (or `upgrade`). The caller saves `lock`."""
     from packaging.pylock import PylockSelectError
 
-    from nbenv.envs import create_env
+    from nbenv.envs import BuildOptions, create_env
     from nbenv.store import LOCK_FILE
 
     _check(declaration)
     locked = None if upgrade else lock.get(declaration.key)
     conda = conda_request(declaration)
+    options = BuildOptions(
+        policy=CachePolicy.REFRESH if upgrade else CachePolicy.DEFAULT,
+        register_kernel=register_kernel,
+        kernel_prefix=kernel_prefix,
+    )
     if conda is not None or isinstance(locked, MixedLock):
-        env = _ensure_conda_env(declaration, conda, lock, locked, upgrade=upgrade,
-                                reporter=reporter, register_kernel=register_kernel,
-                                kernel_prefix=kernel_prefix)  # fmt: skip
+        env = _ensure_conda_env(declaration, conda, lock, locked, options, upgrade=upgrade,
+                                reporter=reporter)  # fmt: skip
         record_use(lock.path, env.result.record.env_id)  # the store's notebook -> env index
         return env
     try:
-        result = create_env(
-            declaration.pypi,
-            lock=locked,
-            reporter=reporter,
-            policy=CachePolicy.REFRESH if upgrade else CachePolicy.DEFAULT,
-            register_kernel=register_kernel,
-            kernel_prefix=kernel_prefix,
-        )
+        result = create_env(declaration.pypi, options, lock=locked, reporter=reporter)
     except PylockSelectError as exc:
         raise LockFileError(
             str(lock.path),
@@ -293,11 +290,10 @@ def _ensure_conda_env(
     conda: CondaRequest | None,
     lock: NotebookLock,
     locked: EnvLock | None,
+    options: BuildOptions,
     *,
     upgrade: bool,
     reporter: Reporter | None,
-    register_kernel: bool,
-    kernel_prefix: str | None,
 ) -> NotebookEnv:
     from nbenv.conda_envs import create_conda_env, load_env_lock
 
@@ -314,15 +310,7 @@ def _ensure_conda_env(
             f"machine ({conda.subdir}). Resolve it again for this machine: `nbenv lock "
             f"{notebook_of(lock.path)} --upgrade`.",
         )
-    result = create_conda_env(
-        conda,
-        declaration.pypi,
-        lock=locked,
-        reporter=reporter,
-        policy=CachePolicy.REFRESH if upgrade else CachePolicy.DEFAULT,
-        register_kernel=register_kernel,
-        kernel_prefix=kernel_prefix,
-    )
+    result = create_conda_env(conda, declaration.pypi, options, lock=locked, reporter=reporter)
     if locked is not None:
         return NotebookEnv(declaration, result, locked, "locked")
     built = load_env_lock(result.path)

@@ -58,7 +58,7 @@ def _kernel_env(lock: Lock) -> bool:
 
 def check_outdated(store: Store, env_id: str, *, reporter: Reporter | None = None) -> Outdated:
     """Resolve the env's requirements again, refetching index pages, and diff the locks."""
-    from nbenv.envs import _target, _with_kernel_requirements
+    from nbenv.envs import target_for, with_kernel_requirements
     from nbenv.interpreters import find_interpreter
     from nbenv.lock import build_lock
     from nbenv.notebook import version_changes
@@ -68,9 +68,9 @@ def check_outdated(store: Store, env_id: str, *, reporter: Reporter | None = Non
     old = load_lock(store.path(env_id) / LOCK_FILE)
     record = store.record(env_id)
     interpreter = find_interpreter(record.base_interpreter)
-    full = _with_kernel_requirements(request) if _kernel_env(old) else request
+    full = with_kernel_requirements(request) if _kernel_env(old) else request
     resolutions = resolve(
-        full, policy=CachePolicy.REFRESH, reporter=reporter, targets=[_target(interpreter)]
+        full, policy=CachePolicy.REFRESH, reporter=reporter, targets=[target_for(interpreter)]
     )
     new = build_lock(resolutions, request)
     return Outdated(env_id, new.env_id, version_changes(old, new))
@@ -79,20 +79,18 @@ def check_outdated(store: Store, env_id: str, *, reporter: Reporter | None = Non
 def upgrade_env(store: Store, env_id: str, *, reporter: Reporter | None = None) -> str:
     """Build the env its requirements resolve to today; its names follow it. Returns the
     new env id (the same one when nothing changed). The old env stays until removed."""
-    from nbenv.envs import create_env
+    from nbenv.envs import BuildOptions, create_env
 
     request = request_of(store, env_id)
     old = load_lock(store.path(env_id) / LOCK_FILE)
     names = [n for n, i in store.aliases().items() if i == env_id]
     record = store.record(env_id)
-    result = create_env(
-        request,
+    options = BuildOptions(
         python=record.base_interpreter,
-        store=store,
-        reporter=reporter,
         policy=CachePolicy.REFRESH,
         register_kernel=_kernel_env(old),
     )
+    result = create_env(request, options, store=store, reporter=reporter)
     for name in names:
         store.set_alias(name, result.record.env_id)
     return result.record.env_id

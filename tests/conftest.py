@@ -186,7 +186,7 @@ def kernel_env(
     """`kernel_env("alpha")`: a CreateResult for an env of those requirements plus the kernel
     packages, built once per session with bytecode compiled (kernels start as fast as they
     would for a user), in a home of its own so that each test's isolated home stays empty."""
-    from nbenv.envs import CreateResult, create_env
+    from nbenv.envs import BuildOptions, CreateResult, create_env
     from nbenv.spec import parse_request
     from nbenv.venv import compile_bytecode
 
@@ -206,7 +206,7 @@ def kernel_env(
                 patch.setenv("NO_PROXY", "127.0.0.1,localhost")
                 patch.setenv("no_proxy", "127.0.0.1,localhost")
                 request = parse_request(["--index-url", session_env_index.url, *requirements])
-                result = create_env(request, compile_bytecode=False)
+                result = create_env(request, BuildOptions(compile_bytecode=False))
                 compile_bytecode(result.path, wait=True)
             built[requirements] = result
         return built[requirements]

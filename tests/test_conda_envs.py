@@ -23,7 +23,7 @@ from support.universe import MAIN, Universe
 from support.wheels import build_wheel
 
 from nbenv.conda_envs import create_conda_env, load_env_lock
-from nbenv.envs import describe_env, gc, remove_env
+from nbenv.envs import BuildOptions, describe_env, gc, remove_env
 from nbenv.errors import ProvidedConflictError, UsageError
 from nbenv.kernels import nbenv_kernelspecs
 from nbenv.resolve.conda import parse_conda_args
@@ -127,6 +127,8 @@ def test_conda_only_env_runs_its_kernel_on_conda_python(
     )
     path = result.path
     assert result.created and result.record.kind == "conda"
+    # its bytecode compiler is recorded, as for a PyPI env: a size taken meanwhile is redone
+    assert int((path / ".nbenv-compiling").read_text()) > 0
     assert result.record.python == PYTHON_VERSION
     assert result.record.base_interpreter == str(path / "bin" / "python")
     mixed = load_env_lock(path)
@@ -220,7 +222,7 @@ def test_a_pypi_requirement_against_a_conda_dist_names_both_sides(
 
 def test_bare_conda_prefix_remove_and_gc(conda_channel: CondaChannel, pypi: IndexServer) -> None:
     result = create_conda_env(_conda(conda_channel.url, "hello-tool"), EnvRequest(),
-                              register_kernel=False)  # fmt: skip
+                              BuildOptions(register_kernel=False))  # fmt: skip
     path = result.path
     assert result.kernel is None and not (path / "bin" / "python").exists()
     assert (path / "bin" / "hello-tool").is_file() and not (path / LOCK_FILE).exists()
@@ -247,7 +249,7 @@ def test_bare_conda_prefix_remove_and_gc(conda_channel: CondaChannel, pypi: Inde
 def test_locked_rebuild_needs_no_channel(conda_channel: CondaChannel, pypi: IndexServer) -> None:
     with serve_channel(conda_channel.path) as server:
         first = create_conda_env(_conda(server.url, "foo-app"), _request(pypi, "alpha"),
-                                 compile_bytecode=False)  # fmt: skip
+                                 BuildOptions(compile_bytecode=False))  # fmt: skip
         mixed = load_env_lock(first.path)
         assert mixed is not None
         assert all(p.url.startswith(server.url) for p in mixed.conda.packages)

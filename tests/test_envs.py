@@ -96,13 +96,13 @@ def whole_wheel_downloads(server: IndexServer) -> dict[str, int]:
 def test_a_cold_create_downloads_pinned_wheels_while_it_still_resolves(
     index: IndexServer, isolated_env: IsolatedEnv
 ) -> None:
-    from nbenv.envs import create_env
+    from nbenv.envs import BuildOptions, create_env
     from nbenv.spec import parse_request
 
     index.inject("/simple/gamma/", Fault("stall", seconds=0.6))  # beta's dependency: late
     request = parse_request(["alpha", "beta", "--index-url", index.url])
 
-    result = create_env(request, register_kernel=False, compile_bytecode=False)
+    result = create_env(request, BuildOptions(register_kernel=False, compile_bytecode=False))
 
     alpha, beta, gamma = (f"{n}-py3-none-any.whl" for n in ("alpha-2.0", "beta-1.0", "gamma-1.1"))
     # the server's log, in the order it answered: alpha and beta were pinned, so fetched

@@ -16,7 +16,7 @@ from support.notebooks import nbenv_cli, outputs, stream_text, write_notebook
 from support.wheels import build_wheel
 
 from nbenv.envinfo import env_packages
-from nbenv.envs import CreateResult, create_env, describe_envs
+from nbenv.envs import BuildOptions, CreateResult, create_env, describe_envs
 from nbenv.inspector.html import detail_html, envs_html
 from nbenv.inspector.model import env_detail, overview, plan_gc, plan_kernel, plan_remove
 from nbenv.inspector.progress import ProgressDisplay, ProgressState
@@ -33,7 +33,7 @@ WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
 def make(index: IndexServer, *specs: str, kernel: bool = False) -> CreateResult:
     request = parse_request(["--index-url", index.url, *specs])
-    return create_env(request, compile_bytecode=False, register_kernel=kernel)
+    return create_env(request, BuildOptions(compile_bytecode=False, register_kernel=kernel))
 
 
 # -- the model layer -------------------------------------------------------------------------

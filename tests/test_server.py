@@ -23,7 +23,7 @@ from support import IsolatedEnv
 from support.index_server import IndexServer
 from tornado.httpclient import HTTPClientError, HTTPResponse
 
-from nbenv.envs import CreateResult, create_env
+from nbenv.envs import BuildOptions, CreateResult, create_env
 from nbenv.spec import parse_request
 from nbenv.store import Store
 
@@ -72,7 +72,7 @@ def fetch(
 
 def build(index: IndexServer, *args: str, kernel: bool = True) -> CreateResult:
     request = parse_request(["--index-url", index.url, *args])
-    return create_env(request, compile_bytecode=False, register_kernel=kernel)
+    return create_env(request, BuildOptions(compile_bytecode=False, register_kernel=kernel))
 
 
 def kernel_dirs(data_dir: str) -> list[str]:
