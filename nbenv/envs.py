@@ -52,12 +52,18 @@ __all__ = [
     "BuildOptions",
     "CreateResult",
     "GcReport",
+    "build_in_store",
     "create_env",
     "describe_env",
     "describe_envs",
+    "disk_full_is_an_error",
     "ensure_kernel",
     "gc",
+    "install_lock",
     "remove_env",
+    "reuse_remembered",
+    "target_for",
+    "with_kernel_requirements",
 ]
 
 # Every env can run as a Jupyter kernel and show widgets (ipywidgets 7 does not render in
