@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -49,6 +50,9 @@ class RunResult:
     returncode: int | None  # None: killed after the timeout
     stdout: str
     stderr: str
+    # user + system CPU seconds of the process and of the children it waited for (worker
+    # processes, uv's interpreter query); not of detached ones (nbenv's bytecode compiler)
+    cpu: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -63,7 +67,9 @@ def timed_run(
     stdin: str | None = None,
     timeout: float = 600.0,
 ) -> RunResult:
-    """Run `argv` (a list, never a shell string) and time it with perf_counter."""
+    """Run `argv` (a list, never a shell string) and time it with perf_counter; its CPU
+    time comes from this process's RUSAGE_CHILDREN (runs are sequential)."""
+    used = _children_cpu()
     start = time.perf_counter()
     try:
         proc = subprocess.run(
@@ -83,7 +89,13 @@ def timed_run(
         elapsed = time.perf_counter() - start
         return RunResult(tuple(argv), elapsed, 127, "", f"{type(exc).__name__}: {exc}")
     elapsed = time.perf_counter() - start
-    return RunResult(tuple(argv), elapsed, proc.returncode, proc.stdout, proc.stderr)
+    cpu = _children_cpu() - used
+    return RunResult(tuple(argv), elapsed, proc.returncode, proc.stdout, proc.stderr, cpu)
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _text(data: str | bytes | None) -> str:

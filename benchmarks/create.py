@@ -117,6 +117,7 @@ class Outcome:
     step_seconds: list[float]
     own: float | None = None  # nbenv: `seconds` from its --json (inside create_env)
     pyc: float | None = None  # nbenv: from the start until its bytecode compiler ended
+    cpu: float | None = None  # user + system seconds, waited-for children included
     why: str | None = None
     stdout: str = ""  # of the last step
 
@@ -128,6 +129,7 @@ class Cell:
     seconds: list[float] = field(default_factory=list)
     own: list[float] = field(default_factory=list)
     pyc: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
 
@@ -316,18 +318,20 @@ class Bench:
         os.sync()
         start = time.perf_counter()
         step_seconds: list[float] = []
+        cpu = 0.0
         result: RunResult | None = None
         why: str | None = None
         for step in plan.steps:
             result = timed_run(step.argv, env=step.env, cwd=step.cwd, timeout=self.timeout)
             step_seconds.append(result.seconds)
+            cpu += result.cpu or 0.0
             if result.returncode is None:
                 why = f"timed out after {self.timeout:.0f} s"
             elif not result.ok:
                 why = f"exit status {result.returncode}"
             if why:
                 break
-        outcome = Outcome(sum(step_seconds), step_seconds)
+        outcome = Outcome(sum(step_seconds), step_seconds, cpu=cpu)
         outcome.stdout = result.stdout if result is not None else ""
         if plan.expect_created is not None and result is not None and why is None:
             try:
@@ -364,6 +368,7 @@ class Bench:
                 "steps": outcome.step_seconds,
                 "own": outcome.own,
                 "pyc": outcome.pyc,
+                "cpu": outcome.cpu,
                 "ok": outcome.why is None,
                 "load": load_average(),
             }
@@ -377,6 +382,8 @@ class Bench:
             cell.own.append(outcome.own)
         if outcome.pyc is not None:
             cell.pyc.append(outcome.pyc)
+        if outcome.cpu is not None:
+            cell.cpu.append(outcome.cpu)
         progress(f" {tool} {outcome.seconds:.2f}")
 
     def measure(self) -> None:
@@ -535,12 +542,14 @@ class Bench:
 
     # -- summaries ---------------------------------------------------------------------
     def summary(self, tool: str, key: str) -> Summary | None:
-        """`case`, or `case+pyc` / `case+own` for the derived figures of nbenv's runs."""
+        """`case`, or `case+pyc` / `case+own` for the derived figures of nbenv's runs, or
+        `case+cpu` for any tool's CPU time."""
         case, _, part = key.partition("+")
         cell = self.cells.get((tool, case))
         if cell is None:
             return None
-        return summarize({"": cell.seconds, "pyc": cell.pyc, "own": cell.own}[part])
+        parts = {"": cell.seconds, "pyc": cell.pyc, "own": cell.own, "cpu": cell.cpu}
+        return summarize(parts[part])
 
 
 # Run by `python -c` in the primed nbenv home: what a kernel's `%nbenv create` does once
@@ -730,6 +739,37 @@ def timing_table(bench: Bench, rows: Sequence[Row], *, with_pip: bool) -> str:
     return format_table(header, out, left=2)
 
 
+# Where wall-time ratios move from run to run with the machine's state, CPU time says
+# how much work each tool does: on 2 CPUs a build that needs 3.6 s of CPU cannot take
+# less than 1.8 s however well it overlaps.
+CPU_ROWS = (
+    ("cold", "cold"),
+    ("warm", "warm"),
+    ("locked", "lock"),
+    ("cold, kernel packages", "k-cold"),
+    ("warm, kernel packages", "k-warm"),
+)
+
+
+def cpu_table(bench: Bench, *, with_pip: bool) -> str:
+    header = ["case", "nbenv", "pip", "uv", "nbenv/uv"]
+    if not with_pip:
+        header.remove("pip")
+    out = []
+    for label, case in CPU_ROWS:
+        if case not in bench.cases:
+            continue
+        nb = bench.summary("nbenv", case + "+cpu")
+        uv = bench.summary("uv", case + "+cpu")
+        cells = [label, fmt_summary(nb)]
+        if with_pip:
+            pip = bench.summary("pip", case + "+cpu") if "pip" in bench.cases[case] else None
+            cells.append(fmt_summary(pip) if pip else "-")
+        cells += [fmt_summary(uv), fmt_ratio(ratio(nb, uv))]
+        out.append(cells)
+    return format_table(header, out, left=2)
+
+
 def inproc_report(bench: Bench) -> str:
     if not bench.inproc:
         return ""
@@ -854,7 +894,8 @@ def failures_report(bench: Bench) -> str:
 def raw_json(bench: Bench, meta: Mapping[str, object]) -> dict[str, object]:
     summaries: dict[str, object] = {}
     for (tool, case), cell in bench.cells.items():
-        for part, samples in (("", cell.seconds), ("+own", cell.own), ("+pyc", cell.pyc)):
+        parts = (("", cell.seconds), ("+own", cell.own), ("+pyc", cell.pyc), ("+cpu", cell.cpu))
+        for part, samples in parts:
             s = summarize(samples)
             if s is None and part:
                 continue
@@ -1062,6 +1103,12 @@ def build_report(
             "(no kernelspec):",
             timing_table(bench, KERNEL_ROWS, with_pip=False),
         ]
+    out += [
+        "",
+        "CPU time, user + system seconds, worker processes included (nbenv's detached "
+        "bytecode compiler is not):",
+        cpu_table(bench, with_pip="pip" in bench.tools),
+    ]
     out += ["", LEGEND]
     for section in (inproc_report(bench), agreement_report(bench), failures_report(bench)):
         if section:
