@@ -56,7 +56,7 @@ _STAGE = "downloading"
 _BIG = 2 * 1024 * 1024
 _BIG_WORKERS = 3
 # ...and those wait their turn biggest first: the resolver pins set B's wheels in its own
-# order (scipy, 33 MB, came 12th), and the biggest wheel's download and unpack are the
+# order (scipy, 33 MB, came 16th of 18), and the biggest wheel's download and unpack are the
 # tail of the whole build.
 
 
