@@ -56,7 +56,6 @@ __all__ = [
     "create_env",
     "describe_env",
     "describe_envs",
-    "disk_full_is_an_error",
     "ensure_kernel",
     "gc",
     "install_lock",
@@ -260,7 +259,7 @@ def build_in_store(
     created = False
     # held until the kernel is registered: gc cannot take the env from under us
     with store.holding(env_id):
-        with disk_full_is_an_error(), store.building(env_id) as into:
+        with _disk_full_is_an_error(), store.building(env_id) as into:
             if into is not None:
                 store.commit(into, build(into))
                 created = True
@@ -306,7 +305,7 @@ def _download_ahead(fetcher: Fetcher, unpacker: Unpacker) -> Callable[[DistFile]
 
 
 @contextlib.contextmanager
-def disk_full_is_an_error() -> Iterator[None]:
+def _disk_full_is_an_error() -> Iterator[None]:
     # a full disk can strike in any writer (download, unpack, link, record); the build dir
     # is removed by `store.building` on the way out, so the message can promise that
     try:
