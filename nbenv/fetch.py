@@ -242,6 +242,8 @@ class Fetcher:
             if not self._big_queue:
                 return  # close() cancelled them
             job = heapq.heappop(self._big_queue)[2]
+        if job.cancel.is_set():  # discarded, or its fetch failed, before its turn came
+            job.future.cancel()
         if not job.future.set_running_or_notify_cancel():
             return
         try:

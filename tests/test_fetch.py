@@ -6,12 +6,14 @@ downloads happened and with which Range headers.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import textwrap
 import threading
 import time
 from collections.abc import Iterator
+from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
@@ -520,6 +522,34 @@ def test_a_discarded_download_stops_and_a_later_fetch_still_gets_it(
 
     assert sha256_file(paths[dropped.sha256]) == dropped.sha256
     assert index.count(f"/files/{ALPHA}") == 1
+
+
+def test_a_big_download_discarded_while_it_waits_for_a_thread_never_starts(
+    index: IndexServer, universe: Universe, client: HttpClient, cache: Path
+) -> None:
+    kept, dropped = artifact(index, universe, BETA), artifact(index, universe, ALPHA)
+    index.inject(f"/files/{BETA}", Fault("stall", seconds=0.3))  # holds the only big thread
+    with Fetcher(client, cache, big_workers=1) as fetcher, _all_big():
+        fetcher.start(kept)
+        waiting = fetcher.start(dropped)
+        fetcher.discard(keep={kept.sha256})
+        paths = fetcher.fetch([kept])
+        assert waiting is not None
+        futures.wait([waiting], timeout=30)
+
+    assert waiting.cancelled()
+    assert sha256_file(paths[kept.sha256]) == kept.sha256
+    assert index.count(f"/files/{ALPHA}") == 0
+    assert not fetcher.path_for(dropped).parent.exists()  # no lock, no `.part`, no dir
+
+
+@contextlib.contextmanager
+def _all_big() -> Iterator[None]:
+    import nbenv.fetch
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(nbenv.fetch, "_BIG", 1)
+        yield
 
 
 def test_closing_the_fetcher_stops_the_downloads_under_way(
