@@ -82,11 +82,17 @@ _log.addHandler(logging.NullHandler())
 
 # Child-side code. It runs through `exec` in a fresh dict so that the user's namespace gains
 # no names, and must stay valid Python 3.8.
+# A killed parent cannot clean up after its child: the child removes its own files.
 _WATCH_PARENT = """
-import os, threading, time
+import os, shutil, threading, time
 def watch():
     while os.getppid() == ppid:
         time.sleep(1.0)
+    for path in leftovers:
+        try:
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        except OSError:
+            pass
     os._exit(1)
 threading.Thread(target=watch, name="nbenv-parent-watch", daemon=True).start()
 """
@@ -273,20 +279,24 @@ class SubKernel:
         if not os.access(self.python, os.X_OK):  # before jupyter_client logs its own error
             reason = f"{self.python} does not exist or cannot be run"
             raise SubKernelStartError(self.env_id, str(self.python), reason)
+        runtime = Path(jupyter_runtime_dir())
+        runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+        connection_file = str(runtime / f"kernel-nbenv-{uuid.uuid4()}.json")
+        watch_args = {"ppid": os.getpid(), "leftovers": [connection_file, str(self._tmp)]}
         spec = KernelSpec(
             argv=[
                 str(self.python), "-m", "ipykernel_launcher", "-f", "{connection_file}",
                 # history in memory: no start-up cost, no writes into the user's history db
                 "--HistoryManager.hist_file=:memory:",
-                f"--IPKernelApp.exec_lines=exec({_WATCH_PARENT!r}, dict(ppid={os.getpid()}))",
+                f"--IPKernelApp.exec_lines=exec({_WATCH_PARENT!r}, {watch_args!r})",
+                # only our watcher acts on the parent's death: ipykernel's own poller would
+                # exit first, before the child's files are removed
+                "--IPKernelApp.parent_handle=0",
             ],
             display_name=f"nbenv {self.env_id[:12]}",
             language="python",
             interrupt_mode="signal",
         )  # fmt: skip
-        runtime = Path(jupyter_runtime_dir())
-        runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
-        connection_file = str(runtime / f"kernel-nbenv-{uuid.uuid4()}.json")
         km = _Manager(spec, connection_file=connection_file, log=_log)
         self._tmp.mkdir(mode=0o700, exist_ok=True)
         with self._log.open("ab") as log:

@@ -521,18 +521,30 @@ def test_a_busy_child_stops_when_the_parent_is_told_to_shut_down(
 def test_children_stop_when_the_parent_is_killed(kernel_env: KernelEnv, parent: Parent) -> None:
     parent.text(setup(a=kernel_env("alpha"), b=kernel_env("beta")))
     pids = json.loads(parent.text("print(json.dumps([s.pid for s in subs.values()]))"))
+    dirs = json.loads(parent.text("print(json.dumps([str(s._tmp) for s in subs.values()]))"))
+    assert len(dirs) == 2 and all(Path(d, "kernel.log").is_file() for d in dirs)
+    assert len(_runtime_leftovers()) == 2
     os.kill(parent.pid, signal.SIGKILL)
     assert gone(pids, within=5)
+    # the killed parent could not clean up: each child removed its own files on its way out
+    assert not [d for d in dirs if Path(d).exists()]
+    assert not _runtime_leftovers()
 
 
-def test_the_parent_watcher_ends_a_child_whose_parent_was_killed() -> None:
-    """The watcher every child runs, for ipykernels older than 7 (they only notice a
-    parent of pid 1, which a subreaper such as systemd --user never is)."""
+def test_the_parent_watcher_ends_a_child_whose_parent_was_killed(tmp_path: Path) -> None:
+    """The watcher every child runs (ipykernel's own poller is off in children: it only
+    notices a parent of pid 1 before ipykernel 7, and would exit without cleaning up)."""
     from nbenv.subkernel import _WATCH_PARENT
 
+    files = tmp_path / "files"
+    (files / "child-dir").mkdir(parents=True)
+    (files / "child-dir" / "kernel.log").write_text("log")
+    (files / "connection.json").write_text("{}")
+    (files / "other.json").write_text("{}")
+    leftovers = [str(files / "child-dir"), str(files / "connection.json")]
     child = (
-        f"import os, time\nexec({_WATCH_PARENT!r}, dict(ppid=os.getppid()))\n"
-        "print(os.getpid(), flush=True)\ntime.sleep(60)"
+        f"import os, time\nexec({_WATCH_PARENT!r}, dict(ppid=os.getppid(), "
+        f"leftovers={leftovers!r}))\nprint(os.getpid(), flush=True)\ntime.sleep(60)"
     )
     middle = subprocess.Popen(
         [sys.executable, "-c", f"import subprocess, sys, time\n"
@@ -541,9 +553,11 @@ def test_the_parent_watcher_ends_a_child_whose_parent_was_killed() -> None:
     )  # fmt: skip
     assert middle.stdout is not None
     pid = int(middle.stdout.readline())
+    assert (files / "child-dir").is_dir()
     middle.kill()
     middle.wait()
     assert gone([pid], within=5)
+    assert sorted(p.name for p in files.iterdir()) == ["other.json"]
 
 
 # -- without a kernel, and how fast ----------------------------------------------------------
