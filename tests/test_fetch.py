@@ -323,6 +323,24 @@ def test_a_killed_download_is_resumed_with_a_range_request(
     assert reporter.progress_calls[0] == (half, len(data))  # the kept bytes count as done
 
 
+def test_a_connection_broken_mid_body_continues_from_the_bytes_that_arrived(
+    index: IndexServer, universe: Universe, client: HttpClient, cache: Path
+) -> None:
+    """Bytes are gathered before they are written: those that arrived before the
+    connection broke must still reach the file, so the retry asks only for the rest."""
+    wanted = artifact(index, universe, BETA)
+    data = universe.path(BETA).read_bytes()
+    half = len(data) // 2  # what the fault sends before its TCP reset
+    index.inject(f"/files/{BETA}", Fault("reset", seconds=0.5))
+    reporter = Recorder()
+
+    path = Fetcher(client, cache, reporter=reporter).fetch([wanted])[wanted.sha256]
+
+    assert file_requests(index, BETA) == [(None, 200), (f"bytes={half}-", 206)]
+    assert path.read_bytes() == data
+    assert reporter.progress_calls[-1] == (len(data), len(data))
+
+
 def test_a_server_without_ranges_restarts_the_download(
     index: IndexServer, universe: Universe, client: HttpClient, cache: Path
 ) -> None:

@@ -245,6 +245,7 @@ class Fault:
     """A misbehaviour for one request (see `IndexServer.inject`).
 
     reset        status and headers for the whole body, half of it, then the connection dies
+                 (after `seconds`: a reset may discard bytes the client has not read yet)
     stall        nothing for `seconds`, then the normal answer (a client timeout fires first)
     truncate     the first half of the body as a complete response (Content-Length says so)
     corrupt      the body with bytes flipped, same length (what a bad mirror serves)
@@ -755,6 +756,7 @@ def _make_handler(owner: IndexServer) -> type[BaseHTTPRequestHandler]:
             if fault is not None and fault.kind == "reset":
                 self.wfile.write(response.body[: len(response.body) // 2])
                 self.wfile.flush()
+                time.sleep(fault.seconds)  # lets the client read it all before the reset
                 _hang_up(self.connection)
                 self.close_connection = True
                 return
