@@ -96,6 +96,10 @@ def watch():
     os._exit(1)
 threading.Thread(target=watch, name="nbenv-parent-watch", daemon=True).start()
 """
+# Only that watcher acts on the parent's death: ipykernel's own poller would exit first,
+# leaving the files. Parent handle 1 (init) turns the poller off on POSIX; 0 would too, but
+# makes ipykernel print its `ipython kernel` connection banner into the child's log.
+_NO_PARENT_POLLER = () if os.name == "nt" else ("--IPKernelApp.parent_handle=1",)
 
 _SET_INPUTS = """
 import pickle
@@ -289,9 +293,7 @@ class SubKernel:
                 # history in memory: no start-up cost, no writes into the user's history db
                 "--HistoryManager.hist_file=:memory:",
                 f"--IPKernelApp.exec_lines=exec({_WATCH_PARENT!r}, {watch_args!r})",
-                # only our watcher acts on the parent's death: ipykernel's own poller would
-                # exit first, before the child's files are removed
-                "--IPKernelApp.parent_handle=0",
+                *_NO_PARENT_POLLER,
             ],
             display_name=f"nbenv {self.env_id[:12]}",
             language="python",

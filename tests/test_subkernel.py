@@ -184,6 +184,7 @@ def test_crash_is_reported_and_the_next_cell_gets_a_fresh_kernel(kernel_env: Ker
     assert crash[-1]["ename"] == "ChildCrashedError"
     assert "The env's kernel died (exit code 3)" in crash[-1]["evalue"]
     assert "restarts on next use; state was lost" in crash[-1]["evalue"]
+    assert "ipython kernel" not in crash[-1]["evalue"]  # no start-up banner as last words
     assert len(crash[-1]["traceback"]) == 1  # the message, no nbenv frames
     defined, pid = nb.cells[3].outputs[0]["text"].split()
     assert defined == "False" and int(pid) != first_pid
