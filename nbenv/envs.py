@@ -400,7 +400,6 @@ def install_lock(
 
     from nbenv.fetch import Artifact
     from nbenv.install import Unpacker, install_wheels, unpack_processes
-    from nbenv.resolve.sdist import build_wheel_from_sdist
     from nbenv.venv import create_venv
     from nbenv.wheelcache import WheelToInstall
 
@@ -448,6 +447,8 @@ def install_lock(
             if artifact.filename.endswith(".whl"):
                 wheels.append(WheelToInstall(path, artifact.sha256, verified=True))
                 continue
+            from nbenv.resolve.sdist import build_wheel_from_sdist  # rarely needed: lazily
+
             built = build_wheel_from_sdist(
                 path, cache, sdist_sha256=artifact.sha256, indexes=(),
                 python=str(interpreter.path), reporter=reporter,
