@@ -90,7 +90,10 @@ def watch():
         time.sleep(1.0)
     for path in leftovers:
         try:
-            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
         except OSError:
             pass
     os._exit(1)
