@@ -240,8 +240,11 @@ class NbenvMagics(Magics):
 
 
 def load_ipython_extension(shell: InteractiveShell) -> None:
+    from nbenv.preload import start
+
     shell.register_magics(NbenvMagics)
     # both the cell and the line form are called "pypi": IPython keeps them apart by kind
+    start()  # the first cell's imports, while the user gets to it
 
 
 def unload_ipython_extension(shell: InteractiveShell) -> None:
