@@ -244,7 +244,8 @@ def load_ipython_extension(shell: InteractiveShell) -> None:
 
     shell.register_magics(NbenvMagics)
     # both the cell and the line form are called "pypi": IPython keeps them apart by kind
-    start()  # the first cell's imports, while the user gets to it
+    if not in_env_kernel():  # an env's kernel asks the host nbenv: nothing to import here
+        start()  # the first cell's imports, while the user gets to it
 
 
 def unload_ipython_extension(shell: InteractiveShell) -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,25 +72,40 @@ def test_the_cycle_check_finds_a_cycle(tmp_path: Path) -> None:
     assert import_cycles(package) == [["pkg.a", "pkg.b", "pkg.a"]]
 
 
-def test_loading_the_extension_imports_what_the_first_cell_needs() -> None:
-    # a fresh interpreter: this test process has imported everything already
-    script = """
+LOAD_EXT = """
 import json, sys, threading
 from IPython.core.interactiveshell import InteractiveShell
 from nbenv.preload import MODULES
 before = [m for m in MODULES if m in sys.modules]
 InteractiveShell.instance().run_line_magic("load_ext", "nbenv")
-(thread,) = [t for t in threading.enumerate() if t.name == "nbenv-preload"]
-thread.join(60)
+threads = [t for t in threading.enumerate() if t.name == "nbenv-preload"]
+for thread in threads:
+    thread.join(60)
 print(json.dumps({"before": before, "after": [m for m in MODULES if m in sys.modules],
-                  "daemon": thread.daemon}))
+                  "daemon": [t.daemon for t in threads]}))
 """
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=120, check=True)  # fmt: skip
-    seen = json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def load_ext_in_a_fresh_interpreter(**env: str) -> dict[str, list[Any]]:
+    # a fresh interpreter: this test process has imported everything already
+    out = subprocess.run([sys.executable, "-c", LOAD_EXT], capture_output=True, text=True,
+                         timeout=120, check=True, env={**os.environ, **env})  # fmt: skip
+    seen: dict[str, list[Any]] = json.loads(out.stdout.strip().splitlines()[-1])
+    return seen
+
+
+def test_loading_the_extension_imports_what_the_first_cell_needs() -> None:
+    seen = load_ext_in_a_fresh_interpreter()
     assert "filelock" not in seen["before"] and "nbenv.envs" not in seen["before"]
     assert seen["after"] == list(preload.MODULES)
-    assert seen["daemon"] is True  # it never holds up the kernel's exit
+    assert seen["daemon"] == [True]  # it never holds up the kernel's exit
+
+
+def test_an_env_kernel_loads_the_extension_without_the_preload() -> None:
+    # in an env's kernel the cells ask the host nbenv; its modules are not needed there
+    seen = load_ext_in_a_fresh_interpreter(NBENV_HOST_PYTHON=sys.executable)
+    assert seen["daemon"] == []
+    assert "nbenv.envs" not in seen["after"]
 
 
 def test_a_module_that_fails_to_import_ends_the_preload_quietly(
