@@ -7,6 +7,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -173,7 +174,10 @@ def create_env(
         timeout=settings.timeout,
         retries=settings.retries,
     )
-    fetcher = Fetcher(client, cache_dir(), reporter=reporter)
+    # a resolve is about to run on this process's threads: downloads get a process of
+    # their own (NBENV_DOWNLOAD_PROCESS=0 keeps them here)
+    helper = given is None and policy is not CachePolicy.OFFLINE and _download_process_on()
+    fetcher = Fetcher(client, cache_dir(), reporter=reporter, helper_process=helper)
     unpacker: Unpacker | None = None
     try:
         if given is not None:
@@ -276,6 +280,15 @@ def build_in_store(
         kernel = options.register_kernel and runs_python
         result = _existing(store, env_id, request, start, kernel, options.kernel_prefix)
     return replace(result, created=created)
+
+
+def _download_process_on() -> bool:
+    value = os.environ.get("NBENV_DOWNLOAD_PROCESS", "").strip().lower()
+    if value in ("", "1", "yes", "true", "on"):
+        return True
+    if value in ("0", "no", "false", "off"):
+        return False
+    raise UsageError(f"NBENV_DOWNLOAD_PROCESS={value!r}: give 1 (a download process) or 0")
 
 
 def _download_ahead(fetcher: Fetcher, unpacker: Unpacker) -> Callable[[DistFile], None]:

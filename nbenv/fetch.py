@@ -28,6 +28,7 @@ from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import filelock
 
@@ -41,6 +42,9 @@ from nbenv.errors import (
 from nbenv.net.auth import redact
 from nbenv.net.http import HttpClient
 from nbenv.report import NullReporter, Reporter
+
+if TYPE_CHECKING:
+    from nbenv.downloading import DownloadProcess
 
 __all__ = ["Artifact", "Fetcher"]
 
@@ -80,8 +84,22 @@ class Artifact:
         object.__setattr__(self, "sha256", self.sha256.lower())
 
 
-class _Cancelled(Exception):
+class DownloadCancelled(Exception):
     """Another download failed or the caller was interrupted; the `.part` stays resumable."""
+
+
+class StopSignal(threading.Event):
+    """A download's stop signal; `on_set` also passes it on (to nbenv.downloading's helper
+    process, when that process does the download)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on_set: Callable[[], None] | None = None
+
+    def set(self) -> None:
+        super().set()
+        if self.on_set is not None:
+            self.on_set()
 
 
 class _Stop(Exception):
@@ -93,7 +111,8 @@ class _Progress:
     (its total, its files' bytes); a download started ahead of any fetch counts silently
     until a fetch takes it over."""
 
-    def __init__(self) -> None:
+    def __init__(self, listener: Callable[[str, int], None] | None = None) -> None:
+        self._listener = listener
         self._per_file: dict[str, int] = {}
         self._lock = threading.Lock()
         self._reporter: Reporter = NullReporter()
@@ -111,6 +130,8 @@ class _Progress:
             self._per_file[sha256] = done
             if sha256 in self._watched:
                 self._report()
+            if self._listener is not None:
+                self._listener(sha256, done)
 
     def _report(self) -> None:
         """Called with the lock held: reports reach the reporter in order."""
@@ -120,11 +141,11 @@ class _Progress:
 
 @dataclass
 class _Job:
-    """One download under way in this process (at most one per sha256)."""
+    """One download under way for this fetcher (at most one per sha256)."""
 
     artifact: Artifact
     future: Future[Path]
-    cancel: threading.Event
+    cancel: StopSignal
 
 
 class Fetcher:
@@ -141,7 +162,12 @@ class Fetcher:
         reporter: Reporter | None = None,
         offline: bool = False,
         lock_timeout: float = 3600.0,
+        helper_process: bool = False,
+        on_progress: Callable[[str, int], None] | None = None,
     ) -> None:
+        """`helper_process`: download in a process of its own (nbenv.downloading), for a
+        caller whose threads need this process's GIL meanwhile (a resolver); it starts at
+        the first download. `on_progress(sha256, bytes)`: every file's progress."""
         self.client = client
         self.root = cache_root / "files"
         self.workers = max(1, workers)
@@ -155,7 +181,9 @@ class Fetcher:
         self._big_pool: ThreadPoolExecutor | None = None
         self._big_queue: list[tuple[int, int, _Job]] = []  # a heap: biggest first
         self._order = itertools.count()
-        self._progress = _Progress()
+        self._progress = _Progress(on_progress)
+        self._helper_wanted = helper_process
+        self._helper: DownloadProcess | None = None
         self._closed = False
 
     def __enter__(self) -> Fetcher:
@@ -170,6 +198,7 @@ class Fetcher:
             self._closed = True
             pools = [self._pool, self._big_pool]
             self._pool = self._big_pool = None
+            helper, self._helper = self._helper, None
             for job in self._jobs.values():
                 job.cancel.set()
         for pool in pools:
@@ -179,6 +208,8 @@ class Fetcher:
             queued, self._big_queue = self._big_queue, []
         for _, _, job in queued:  # never started: their turn was cancelled with the pool
             job.future.cancel()
+        if helper is not None:
+            helper.close()
 
     def path_for(self, artifact: Artifact) -> Path:
         """Where the verified file lives once fetched."""
@@ -213,6 +244,13 @@ class Fetcher:
             for sha in [sha for sha in self._jobs if sha not in keep]:
                 self._jobs.pop(sha).cancel.set()
 
+    def cancel(self, sha256: str) -> None:
+        """Stop the download of `sha256` that `start` began, if any (as `discard` does)."""
+        with self._lock:
+            job = self._jobs.pop(sha256, None)
+        if job is not None:
+            job.cancel.set()
+
     def _forget(self, shas: Collection[str]) -> None:
         """Drop the finished jobs of `shas`: a later fetch checks the cache afresh (the file
         may have been removed since) and retries a failure."""
@@ -224,7 +262,16 @@ class Fetcher:
 
     def _submit(self, artifact: Artifact) -> _Job:
         """Called with self._lock held."""
-        cancel = threading.Event()
+        cancel = StopSignal()
+        if self._helper_wanted:
+            if self._helper is None:
+                from nbenv.downloading import DownloadProcess
+
+                self._helper = DownloadProcess(
+                    self.root.parent, self.client, progress=self._progress.set,
+                    note=self.reporter.note, local=self._obtain,
+                )  # fmt: skip
+            return _Job(artifact, self._helper.submit(artifact, cancel), cancel)
         if artifact.size is not None and artifact.size >= _BIG:
             if self._big_pool is None:
                 self._big_pool = ThreadPoolExecutor(self.big_workers, "nbenv-fetch-big")
@@ -321,7 +368,7 @@ class Fetcher:
                       and not f.cancelled()}  # fmt: skip
             for artifact in missing:  # report the first failure in the caller's order
                 error = errors.get(artifact.sha256)
-                if error is not None and not isinstance(error, _Cancelled):
+                if error is not None and not isinstance(error, DownloadCancelled):
                     raise error from None
             raise NbenvError("the downloads were stopped before they ended") from None
         finally:
@@ -364,7 +411,7 @@ class Fetcher:
         waited = 0.0
         while waited < self.lock_timeout:  # in steps, so a failure elsewhere stops the wait
             if cancel.is_set():
-                raise _Cancelled
+                raise DownloadCancelled
             try:
                 lock.acquire(timeout=min(1.0, self.lock_timeout - waited))
                 return
@@ -396,7 +443,7 @@ class Fetcher:
         def on_chunk(offset: int, data: bytes) -> None:
             nonlocal digest, hashed
             if cancel.is_set():
-                raise _Cancelled
+                raise DownloadCancelled
             if offset == 0 and hashed:  # the server ignored the range: it starts over
                 digest, hashed = hashlib.sha256(), 0
             digest.update(data)
@@ -410,7 +457,7 @@ class Fetcher:
                 digest, hashed = hashlib.sha256(), 0
                 progress.set(artifact.sha256, 0)
             if cancel.is_set():
-                raise _Cancelled
+                raise DownloadCancelled
             try:
                 result = self.client.download(artifact.url, part, on_chunk=on_chunk)
             except IndexAccessError as exc:

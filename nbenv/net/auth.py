@@ -10,8 +10,9 @@ import netrc
 import os
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 __all__ = ["Credentials", "redact", "split_credentials", "strip_userinfo"]
@@ -68,6 +69,19 @@ class Credentials:
                 except (OSError, netrc.NetrcParseError):
                     self._netrc = None  # an unreadable netrc is ignored, as pip does
             return self._netrc
+
+    def to_json(self) -> dict[str, Any]:
+        """For a client in another process (nbenv.downloading): secrets, so only ever sent
+        over a pipe, never put on a command line or in the environment."""
+        netrc_path = str(self._netrc_path) if self._netrc_path is not None else None
+        return {"by_netloc": {k: list(v) for k, v in self._by_netloc.items()},
+                "netrc": netrc_path}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Credentials:
+        made = cls(netrc_path=Path(data["netrc"]) if data.get("netrc") else None)
+        made._by_netloc = {k: (v[0], v[1]) for k, v in data["by_netloc"].items()}
+        return made
 
     def for_url(self, url: str) -> tuple[str, str] | None:
         parts = urlsplit(url)

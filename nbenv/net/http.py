@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 if TYPE_CHECKING:
@@ -73,6 +73,20 @@ class HttpClient:
         self._max_connections = max_connections
         self._httpx_client: httpx.Client | None = None
         self._lock = threading.Lock()
+
+    def settings(self) -> dict[str, Any]:
+        """What a client in another process needs to act as this one (nbenv.downloading),
+        credentials included: send it over a pipe only."""
+        return {"timeout": self._timeout, "retries": self.retries, "backoff": self.backoff,
+                "max_connections": self._max_connections,
+                "credentials": self.credentials.to_json()}  # fmt: skip
+
+    @classmethod
+    def from_settings(cls, data: Mapping[str, Any]) -> HttpClient:
+        return cls(credentials=Credentials.from_json(data["credentials"]),
+                   timeout=float(data["timeout"]), retries=int(data["retries"]),
+                   backoff=float(data["backoff"]),
+                   max_connections=int(data["max_connections"]))  # fmt: skip
 
     @property
     def _client(self) -> httpx.Client:

@@ -6,7 +6,8 @@ A Python audit hook (PEP 578) watches the process's own file operations; at the 
 `EVENT` (`open-w`: a file opened for writing; `os.rename`, `os.replace`, `os.link`,
 `os.mkdir`; several joined by `|`) whose path contains SUBSTRING (every part of it, when
 joined by `&`), it kills the process with SIGKILL before the
-operation happens. The phase is named by the files it writes (a `.part` renamed into the
+operation happens (nbenv's download helper process gets the same hook, and a kill there
+takes the CLI with it). The phase is named by the files it writes (a `.part` renamed into the
 download cache, a file extracted under `unpacked/.tmp-`, a hardlink into `envs/.build-`,
 kernel.json, a lock's temp file replacing the lock), so nbenv itself carries no test hook
 and pays nothing for this.
@@ -39,7 +40,9 @@ def _pause(folder: str) -> None:
         time.sleep(0.05)
 
 
-def install(event: str, substring: str, count: int) -> None:
+def install(event: str, substring: str, count: int, *, helper: bool = False) -> None:
+    """`helper`: this is nbenv's download helper; the kill takes its parent (the CLI) too,
+    as a kill of the command's process group would."""
     seen = 0
     fired = False
     events = set(event.split("|"))
@@ -65,6 +68,8 @@ def install(event: str, substring: str, count: int) -> None:
             fired = True
             pause = os.environ.get("NBENV_TEST_PAUSE_DIR")
             if pause is None:
+                if helper:
+                    os.kill(os.getppid(), signal.SIGKILL)
                 os.kill(os.getpid(), signal.SIGKILL)
             _pause(pause)
 
@@ -72,9 +77,22 @@ def install(event: str, substring: str, count: int) -> None:
 
 
 def main() -> None:
+    if sys.argv[1] == "--download-helper":  # nbenv's download helper, watched the same way
+        event, substring, count = sys.argv[2:]
+        install(event, substring, int(count), helper=True)
+        from nbenv.downloading import _work
+
+        _work(sys.stdin, sys.stdout)
+        sys.stdout.flush()
+        os._exit(0)
     event, substring, count, sep, *argv = sys.argv[1:]
     assert sep == "--", "usage: killer.py EVENT SUBSTRING N -- NBENV-ARGS"
     install(event, substring, int(count))
+    import nbenv.downloading
+
+    # downloads happen in a helper process: it gets the same hook
+    nbenv.downloading._COMMAND = [sys.executable, __file__, "--download-helper", event,
+                                  substring, count]  # fmt: skip
     from nbenv.cli import main as nbenv_main
 
     sys.exit(nbenv_main(argv))
