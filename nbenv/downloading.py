@@ -8,12 +8,13 @@ A helper process downloads under its own GIL. Set B cold, 10 interleaved runs: 2
 
 The helper is `python -m nbenv.downloading`. The first line on its stdin sets it up: the
 cache root and the HTTP client's settings, credentials included (sent over the pipe, never
-on a command line). Then one request per line: {"sha256", "filename", "url", "size"} to
-download, {"cancel": sha256} to stop one. It downloads with nbenv.fetch's Fetcher, so the
+on a command line). Then one request per line: {"id", "sha256", "filename", "url", "size"}
+to download, {"cancel": id} to stop one. It downloads with nbenv.fetch's Fetcher, so the
 cache's guarantees hold as they do in-process: the hash checked before a file enters the
 cache, atomic renames, one download of a file at a time across processes. Its answers,
-one per line: {"sha256", "done"} as bytes arrive, {"note"}, and at the end {"sha256",
-"path"} or {"sha256", "error"}.
+one per line: {"sha256", "done"} as bytes arrive, {"note"}, and at the end {"id", "path"}
+or {"id", "error"}. Requests have ids because a file may be asked for again after a
+failure or a cancel, while the answer to the earlier request is still on its way.
 
 The helper only saves time: if it cannot start or dies, the downloads it had not finished
 go on in this process (their `.part` files resume).
@@ -22,6 +23,7 @@ go on in this process (their `.part` files resume).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import subprocess
@@ -60,7 +62,8 @@ class DownloadProcess:
         self._note = note
         self._local = local
         self._lock = threading.Lock()
-        self._pending: dict[str, tuple[Artifact, StopSignal, Future[Path]]] = {}
+        self._pending: dict[int, tuple[Artifact, StopSignal, Future[Path]]] = {}
+        self._ids = itertools.count()
         self._gone = False
         self._closing = False
         self._proc: subprocess.Popen[str] | None = None
@@ -87,14 +90,14 @@ class DownloadProcess:
     def submit(self, artifact: Artifact, cancel: StopSignal) -> Future[Path]:
         """Download `artifact` in the helper; setting `cancel` stops it there."""
         future: Future[Path] = Future()
-        sha = artifact.sha256
-        cancel.on_set = lambda: self._cancel(sha)
+        request_id = next(self._ids)
+        cancel.on_set = lambda: self._cancel(request_id)
         with self._lock:
             gone = self._gone
             if not gone:
-                self._pending[sha] = (artifact, cancel, future)
-                request = {"sha256": sha, "filename": artifact.filename, "url": artifact.url,
-                           "size": artifact.size}  # fmt: skip
+                self._pending[request_id] = (artifact, cancel, future)
+                request = {"id": request_id, "sha256": artifact.sha256, "url": artifact.url,
+                           "filename": artifact.filename, "size": artifact.size}  # fmt: skip
                 gone = not self._send(request)
         if gone:
             self._run_here(artifact, cancel, future)
@@ -133,10 +136,10 @@ class DownloadProcess:
             return False
         return True
 
-    def _cancel(self, sha256: str) -> None:
+    def _cancel(self, request_id: int) -> None:
         with self._lock:
-            if not self._gone and sha256 in self._pending:
-                self._send({"cancel": sha256})
+            if not self._gone and request_id in self._pending:
+                self._send({"cancel": request_id})
 
     def _read(self) -> None:
         proc = self._proc
@@ -149,12 +152,11 @@ class DownloadProcess:
             if "note" in answer:
                 self._note(str(answer["note"]))
                 continue
-            sha = answer.get("sha256")
             if "done" in answer:
-                self._progress(sha, int(answer["done"]))
+                self._progress(str(answer["sha256"]), int(answer["done"]))
                 continue
             with self._lock:
-                entry = self._pending.pop(sha, None)
+                entry = self._pending.pop(answer.get("id"), None)
             if entry is None:
                 continue
             future = entry[2]
@@ -264,32 +266,41 @@ def _work(stdin: IO[str], stdout: IO[str]) -> None:
     # No clean-up at the end: the parent is done or gone. Downloads still under way are
     # dropped where they are, as a kill leaves them (their `.part` resumes; the file
     # locks go with the process), instead of waiting for a stalled server.
+    current: dict[str, int] = {}  # sha256 -> the id of the request its job serves
     for line in stdin:
         request = json.loads(line)
         if "cancel" in request:
-            fetcher.cancel(request["cancel"])
+            sha = next((s for s, i in current.items() if i == request["cancel"]), None)
+            if sha is not None:
+                fetcher.cancel(sha)
             continue
-        sha = request["sha256"]
+        request_id, sha = request["id"], request["sha256"]
+        # Asked again (the parent has no job for this file any more): the earlier job
+        # failed, ended or was cancelled; its answer must not serve this request.
+        fetcher.cancel(sha)
+        current[sha] = request_id
         try:
             artifact = Artifact(request["filename"], request["url"], sha, request["size"])
             future = fetcher.start(artifact)
         except Exception as exc:
-            send({"sha256": sha, "error": _describe(exc)})
+            send({"id": request_id, "error": _describe(exc)})
             continue
         if future is None:  # in the cache already (another process put it there)
-            send({"sha256": sha, "path": str(fetcher.path_for(artifact))})
+            send({"id": request_id, "path": str(fetcher.path_for(artifact))})
             continue
-        future.add_done_callback(_answering(sha, send))
+        future.add_done_callback(_answering(request_id, send))
 
 
-def _answering(sha: str, send: Callable[[dict[str, Any]], None]) -> Callable[[Future[Path]], None]:
+def _answering(
+    request_id: int, send: Callable[[dict[str, Any]], None]
+) -> Callable[[Future[Path]], None]:
     def answer(future: Future[Path]) -> None:
         if future.cancelled():
-            send({"sha256": sha, "error": {"kind": "cancelled"}})
+            send({"id": request_id, "error": {"kind": "cancelled"}})
         elif (error := future.exception()) is not None:
-            send({"sha256": sha, "error": _describe(error)})
+            send({"id": request_id, "error": _describe(error)})
         else:
-            send({"sha256": sha, "path": str(future.result())})
+            send({"id": request_id, "path": str(future.result())})
 
     return answer
 

@@ -235,3 +235,38 @@ def test_a_create_downloads_in_the_helper_unless_told_not_to(
     monkeypatch.setenv("NBENV_DOWNLOAD_PROCESS", "0")
     with pytest.raises(AssertionError, match="downloaded in the parent process"):
         create_env(parse_request(["gamma", "--index-url", env_index.url]), options)
+
+
+def test_a_failed_early_download_is_tried_again_by_fetch_in_the_helper(
+    index: IndexServer, universe: Universe, client: HttpClient, cache: Path
+) -> None:
+    wanted = artifact(index, universe, BETA)
+    index.fail(f"/files/{BETA}", 404)
+    with Fetcher(client, cache, helper_process=True) as fetcher:
+        started = fetcher.start(wanted)
+        assert started is not None
+        with pytest.raises(DownloadError):
+            started.result(timeout=30)
+
+        path = fetcher.fetch([wanted])[wanted.sha256]  # a fresh try, not the old failure
+
+    tries = [(r.range, r.status) for r in index.requests(f"/files/{BETA}", "GET")]
+    assert tries == [(None, 404), (None, 200)]
+    assert sha256_file(path) == wanted.sha256
+
+
+def test_a_file_discarded_then_fetched_at_once_gets_a_fresh_download_in_the_helper(
+    index: IndexServer, universe: Universe, client: HttpClient, cache: Path
+) -> None:
+    wanted = artifact(index, universe, BETA)
+    index.inject(f"/files/{BETA}", Fault("stall", seconds=1.0))
+    with Fetcher(client, cache, helper_process=True) as fetcher:
+        first = fetcher.start(wanted)
+        assert first is not None
+        fetcher.discard(keep=())
+        # asked again before the discarded job has seen its cancel: the cancel of the old
+        # request must not be taken for the answer to this one
+        path = fetcher.fetch([wanted])[wanted.sha256]
+        with pytest.raises(DownloadCancelled):
+            first.result(timeout=20)
+    assert sha256_file(path) == wanted.sha256
