@@ -12,6 +12,8 @@ from support import IsolatedEnv
 from support.index_server import Index, IndexServer
 from support.universe import EXTRA, MAIN, PRIVATE, Universe, build_universe
 
+from nbenv.net.http import HttpClient
+
 # Variables that would point pip, uv, jupyter or httpx at the real machine's configuration.
 _CLEARED = ("NETRC", "JUPYTER_PATH", "JUPYTER_CONFIG_PATH", "JUPYTER_PREFER_ENV_PATH")
 _CLEARED_PREFIXES = ("PIP_", "UV_")
@@ -107,6 +109,19 @@ def auth_index(session_auth_index: IndexServer) -> IndexServer:
     """An index behind basic auth (alice / s3cret) serving `private` 1.0, reset."""
     session_auth_index.reset()
     return session_auth_index
+
+
+@pytest.fixture
+def client() -> Iterator[HttpClient]:
+    """nbenv's HTTP client with quick retries (for downloads from the test indexes)."""
+    with HttpClient(backoff=0.01) as http:
+        yield http
+
+
+@pytest.fixture
+def cache(isolated_env: IsolatedEnv) -> Path:
+    """The download cache inside the test's NBENV_HOME."""
+    return isolated_env.nbenv_home / "cache"
 
 
 @pytest.fixture

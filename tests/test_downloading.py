@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,17 +40,6 @@ class Notes:
 
     def cached(self, name: str, hits: int, total: int) -> None:
         pass
-
-
-@pytest.fixture
-def client() -> Iterator[HttpClient]:
-    with HttpClient(backoff=0.01) as http:
-        yield http
-
-
-@pytest.fixture
-def cache(isolated_env: IsolatedEnv) -> Path:
-    return isolated_env.nbenv_home / "cache"
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from support import IsolatedEnv
 from support.index_server import Fault, IndexServer
 from support.universe import MAIN, PRIVATE, Universe
 from support.wheels import sha256_file
@@ -63,17 +62,6 @@ class Recorder:
     def cached(self, name: str, hits: int, total: int) -> None:
         with self._lock:
             self.cached_calls.append((name, hits, total))
-
-
-@pytest.fixture
-def client() -> Iterator[HttpClient]:
-    with HttpClient(backoff=0.01) as http:
-        yield http
-
-
-@pytest.fixture
-def cache(isolated_env: IsolatedEnv) -> Path:
-    return isolated_env.nbenv_home / "cache"
 
 
 def artifact(
