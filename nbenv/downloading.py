@@ -37,6 +37,7 @@ from typing import IO, Any
 from nbenv.errors import DownloadError, HashMismatchError, NbenvError
 from nbenv.fetch import Artifact, DownloadCancelled, Fetcher, StopSignal
 from nbenv.net.http import HttpClient
+from nbenv.report import NullReporter
 
 __all__ = ["DownloadProcess"]
 
@@ -230,23 +231,15 @@ def _rebuild(error: dict[str, Any]) -> BaseException:
 # --- the helper -------------------------------------------------------------------------------
 
 
-class _Notes:
-    """The helper's reporter: notes go back over the pipe, the rest is the parent's."""
+class _Notes(NullReporter):
+    """The helper's reporter: notes go back over the pipe (progress goes by `on_progress`;
+    stages are the parent's)."""
 
     def __init__(self, send: Callable[[dict[str, Any]], None]) -> None:
         self._send = send
 
     def note(self, message: str) -> None:
         self._send({"note": message})
-
-    def stage(self, name: str) -> None:
-        pass
-
-    def progress(self, name: str, done: int, total: int | None) -> None:
-        pass
-
-    def cached(self, name: str, hits: int, total: int) -> None:
-        pass
 
 
 def _work(stdin: IO[str], stdout: IO[str]) -> None:

@@ -251,9 +251,9 @@ class Fetcher:
         if job is not None:
             job.cancel.set()
 
-    def forget_finished(self, shas: Collection[str]) -> None:
-        """Drop the finished jobs of `shas`: a later fetch or start checks the cache afresh
-        (the file may have been removed since) and retries a failure."""
+    def _forget(self, shas: Collection[str]) -> None:
+        """Drop the finished jobs of `shas`: a later fetch checks the cache afresh (the file
+        may have been removed since) and retries a failure."""
         with self._lock:
             for sha in shas:
                 job = self._jobs.get(sha)
@@ -330,7 +330,7 @@ class Fetcher:
                 found[sha] = path
                 ready(artifact, path)
         self.reporter.cached(_STAGE, len(found) - early, len(unique))
-        self.forget_finished(unique)
+        self._forget(unique)
         if not missing:
             return found
         if self.offline:
@@ -372,7 +372,7 @@ class Fetcher:
                     raise error from None
             raise NbenvError("the downloads were stopped before they ended") from None
         finally:
-            self.forget_finished(unique)
+            self._forget(unique)
         for future, job in jobs.items():
             found[job.artifact.sha256] = future.result()
         return {sha: found[sha] for sha in unique}
