@@ -9,7 +9,7 @@ A helper process downloads under its own GIL. Set B cold, 10 interleaved runs: 2
 The helper is `python -m nbenv.downloading`. The first line on its stdin sets it up: the
 cache root and the HTTP client's settings, credentials included (sent over the pipe, never
 on a command line). Then one request per line: {"id", "sha256", "filename", "url", "size"}
-to download, {"cancel": id} to stop one. It downloads with nbenv.fetch's Fetcher, so the
+to download, {"cancel": id, "sha256"} to stop one. It downloads with nbenv.fetch's Fetcher, so the
 cache's guarantees hold as they do in-process: the hash checked before a file enters the
 cache, atomic renames, one download of a file at a time across processes. Its answers,
 one per line: {"sha256", "done"} as bytes arrive, {"note"}, and at the end {"id", "path"}
@@ -139,8 +139,9 @@ class DownloadProcess:
 
     def _cancel(self, request_id: int) -> None:
         with self._lock:
-            if not self._gone and request_id in self._pending:
-                self._send({"cancel": request_id})
+            entry = None if self._gone else self._pending.get(request_id)
+            if entry is not None:
+                self._send({"cancel": request_id, "sha256": entry[0].sha256})
 
     def _read(self) -> None:
         proc = self._proc
@@ -263,9 +264,8 @@ def _work(stdin: IO[str], stdout: IO[str]) -> None:
     for line in stdin:
         request = json.loads(line)
         if "cancel" in request:
-            sha = next((s for s, i in current.items() if i == request["cancel"]), None)
-            if sha is not None:
-                fetcher.cancel(sha)
+            if current.get(request["sha256"]) == request["cancel"]:  # not a newer request's
+                fetcher.cancel(request["sha256"])
             continue
         request_id, sha = request["id"], request["sha256"]
         # Asked again (the parent has no job for this file any more): the earlier job
