@@ -254,7 +254,9 @@ def _work(stdin: IO[str], stdout: IO[str]) -> None:
     setup = json.loads(stdin.readline() or "null")
     if not setup:
         return
-    fetcher = Fetcher(HttpClient.from_settings(setup["client"]), Path(setup["cache"]),
+    client = HttpClient.from_settings(setup["client"])
+    client.prepare()  # the parent asks once its resolver pins a file: be ready by then
+    fetcher = Fetcher(client, Path(setup["cache"]),
                       reporter=_Notes(send), on_progress=lambda sha, done: send(
                           {"sha256": sha, "done": done}))  # fmt: skip
     # No clean-up at the end: the parent is done or gone. Downloads still under way are

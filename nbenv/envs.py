@@ -47,6 +47,7 @@ if TYPE_CHECKING:  # imported where used: listing envs must not load the install
     from nbenv.linking import LinkMode
     from nbenv.lock import Lock
     from nbenv.resolve.model import DistFile
+    from nbenv.resolve.pypi import PypiResolver
 
 __all__ = [
     "KERNEL_REQUIREMENTS",
@@ -164,9 +165,7 @@ def create_env(
         if found is not None:  # the same request on this machine: no resolution, no network
             return found
 
-    # imported here: finding an existing env (a kernel's every `%%pypi` cell) needs neither
-    from nbenv.fetch import Fetcher
-    from nbenv.lock import build_lock
+    # imported here: finding an existing env (a kernel's every `%%pypi` cell) needs none
     from nbenv.net.http import HttpClient
 
     client = HttpClient(
@@ -174,31 +173,53 @@ def create_env(
         timeout=settings.timeout,
         retries=settings.retries,
     )
-    # a resolve is about to run on this process's threads: downloads get a process of
-    # their own (NBENV_DOWNLOAD_PROCESS=0 keeps them here)
+    # a resolve runs on this process's threads: downloads get a process of their own
+    # (NBENV_DOWNLOAD_PROCESS=0 keeps them here)
     helper = given is None and policy is not CachePolicy.OFFLINE and _download_process_on()
-    fetcher = Fetcher(client, cache_dir(), reporter=reporter, helper_process=helper)
-    unpacker: Unpacker | None = None
-    try:
-        if given is not None:
-            lock = given
-        else:
-            from nbenv.install import Unpacker
-            from nbenv.resolve.pypi import resolve
-
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(client.close)
+        resolver: PypiResolver | None = None
+        if given is None:
             if policy is not CachePolicy.OFFLINE:
-                unpacker = Unpacker(cache_dir(), adaptive=True)
+                client.prepare()  # its TLS set-up overlaps the import below
+            from nbenv.resolve.pypi import PypiResolver
+
             full = with_kernel_requirements(request) if options.register_kernel else request
-            resolutions = resolve(
+            resolver = PypiResolver(
                 full,
                 client=client,
                 policy=policy,
                 reporter=reporter,
                 settings=settings,
                 targets=[target_for(interpreter)],
-                on_pin=None if unpacker is None else _download_ahead(fetcher, unpacker),
             )
-            lock = build_lock(resolutions, request)
+            cleanup.callback(resolver.close)  # closing twice is harmless
+            # The index is asked from here on; the imports and set-up below (~50 ms)
+            # overlap its answers instead of delaying the first request.
+            resolver.start()
+        from nbenv.fetch import Fetcher
+        from nbenv.lock import build_lock
+
+        fetcher = Fetcher(client, cache_dir(), reporter=reporter, helper_process=helper)
+        unpacker: Unpacker | None = None
+
+        def stop_fetching() -> None:  # downloads first: a finished one submits an unpack
+            fetcher.close()  # downloads begun for pins the lock did not keep
+            if unpacker is not None:
+                unpacker.close(cancel=True)  # after a failure: what is queued is not needed
+
+        cleanup.callback(stop_fetching)
+        if given is not None:
+            lock = given
+        else:
+            assert resolver is not None
+            if policy is not CachePolicy.OFFLINE:
+                from nbenv.install import Unpacker
+
+                unpacker = Unpacker(cache_dir(), adaptive=True)
+                resolver.on_pin = _download_ahead(fetcher, unpacker)
+            with resolver:  # its threads stop here, before the build
+                lock = build_lock(resolver.resolve(), request)
         steps.append(("resolve", time.perf_counter() - start))
         locked = lock
 
@@ -218,11 +239,6 @@ def create_env(
         result = build_in_store(store, locked.env_id, build, request=request, start=start,
                                 options=options, remember=key if given is None else None,
                                 on_built=client.close)  # fmt: skip
-    finally:
-        fetcher.close()  # downloads begun for pins the lock did not keep
-        if unpacker is not None:
-            unpacker.close(cancel=True)  # after a failure: what is queued is not needed
-        client.close()
     return replace(result, steps=tuple(steps))
 
 

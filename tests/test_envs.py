@@ -123,6 +123,38 @@ def test_a_cold_create_downloads_pinned_wheels_while_it_still_resolves(
     assert out.stdout == "ok\n"
 
 
+_ORDER_SCRIPT = """
+import json, sys
+from nbenv.resolve.pypi import PypiResolver
+later = ("nbenv.fetch", "nbenv.install", "nbenv.lock", "nbenv.wheelcache")
+seen = []
+start = PypiResolver.start
+def record(self):
+    seen.append([m for m in later if m in sys.modules])
+    start(self)
+PypiResolver.start = record
+from nbenv.envs import BuildOptions, create_env
+from nbenv.spec import parse_request
+create_env(parse_request(["alpha", "--index-url", sys.argv[1]]),
+           BuildOptions(register_kernel=False, compile_bytecode=False))
+print(json.dumps(seen))
+"""
+
+
+def test_a_create_asks_the_index_before_loading_what_only_the_build_needs(
+    index: IndexServer, isolated_env: IsolatedEnv
+) -> None:
+    # The downloader, installer and lock writer (~50 ms of imports) load while the first
+    # index answers are on their way, not before the first request.
+    out = subprocess.run(
+        [sys.executable, "-c", _ORDER_SCRIPT, index.url],
+        capture_output=True, text=True, timeout=120, env=os.environ.copy(),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    first, *_ = json.loads(out.stdout)  # resolve() starts again: a no-op by then
+    assert first == []
+
+
 def test_same_request_again_needs_no_network(env_index: IndexServer, fast_cache: Path) -> None:
     first = create(env_index, "alpha")
     env_index.clear_log()

@@ -8,6 +8,7 @@ NBENV_HTTP_TIMEOUT/NBENV_HTTP_RETRIES; see nbenv.settings) where the client is m
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -72,6 +73,7 @@ class HttpClient:
         self._timeout = timeout
         self._max_connections = max_connections
         self._httpx_client: httpx.Client | None = None
+        self._preparing = False  # a prepare() thread will build the pool
         self._lock = threading.Lock()
 
     def settings(self) -> dict[str, Any]:
@@ -91,27 +93,50 @@ class HttpClient:
     @property
     def _client(self) -> httpx.Client:
         """Made on first use: building an env from cached files needs no network, and httpx
-        with its TLS context costs ~50 ms that such a run should not pay."""
+        with its TLS context costs ~70 ms that such a run should not pay."""
         with self._lock:
             if self._httpx_client is None:
-                import httpx
-
-                limits = httpx.Limits(
-                    max_connections=self._max_connections,
-                    max_keepalive_connections=self._max_connections,
-                )
-                self._httpx_client = httpx.Client(
-                    timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, 10.0)),
-                    limits=limits,
-                    follow_redirects=True,
-                    headers={"User-Agent": f"nbenv/{__version__}"},
-                    trust_env=True,  # proxies and SSL_CERT_FILE like every other tool
-                )
+                self._httpx_client = self._new_client()
             return self._httpx_client
+
+    def _new_client(self) -> httpx.Client:
+        import httpx
+
+        limits = httpx.Limits(
+            max_connections=self._max_connections,
+            max_keepalive_connections=self._max_connections,
+        )
+        return httpx.Client(
+            timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, 10.0)),
+            limits=limits,
+            follow_redirects=True,
+            headers={"User-Agent": f"nbenv/{__version__}"},
+            trust_env=True,  # proxies and SSL_CERT_FILE like every other tool
+        )
+
+    def prepare(self) -> None:
+        """Build the connection pool on a daemon thread now: importing httpx and loading the
+        TLS trust store take ~70 ms, which the first request would otherwise wait for (the
+        loading releases the GIL, so it overlaps the caller's own start-up). A failure here
+        is raised again, with its message, by the first request."""
+        with self._lock:
+            if self._preparing or self._httpx_client is not None:
+                return
+            self._preparing = True
+
+        def build() -> None:
+            with self._lock:
+                if self._preparing and self._httpx_client is None:  # not closed meanwhile
+                    with contextlib.suppress(Exception):
+                        self._httpx_client = self._new_client()
+                self._preparing = False
+
+        threading.Thread(target=build, name="nbenv-http-prepare", daemon=True).start()
 
     def close(self) -> None:
         with self._lock:
             client, self._httpx_client = self._httpx_client, None
+            self._preparing = False
         if client is not None:
             client.close()
 

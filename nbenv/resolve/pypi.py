@@ -61,6 +61,8 @@ class PypiResolver:
             timeout=settings.timeout,
             retries=settings.retries,
         )
+        if policy is not CachePolicy.OFFLINE:
+            self.client.prepare()  # the first page is asked for soon: TLS set-up starts now
         self.cache_root = cache_root or cache_dir()
         self.cache = ResolveCache(self.cache_root / "resolve", policy)
         self.metadata = MetadataFetcher(self.client, self.cache, self._build_sdist)
@@ -123,11 +125,17 @@ class PypiResolver:
         )
 
     # -- resolution ----------------------------------------------------------------------
-    def resolve(self) -> list[Resolution]:
-        requirements = [Req.from_requirement(r) for r in self.request.requirements]
+    def start(self) -> None:
+        """Begin asking the index (pages, then the likely dependencies' metadata) on the
+        prefetcher's threads; `resolve` does it too. A caller with more to set up first
+        starts here, so that work overlaps the network."""
         for target in self.targets:
             for requirement in self.request.requirements:
-                self.prefetcher.speculate(requirement, target)
+                self.prefetcher.speculate(requirement, target)  # each once, however asked
+
+    def resolve(self) -> list[Resolution]:
+        requirements = [Req.from_requirement(r) for r in self.request.requirements]
+        self.start()
         self.reporter.stage("resolving")
         return [self._resolve_target(target, requirements) for target in self.targets]
 
