@@ -134,6 +134,7 @@ def create_conda_env(
         credentials=Credentials([*indexes, *(settings.find_links if settings else ())]),
         timeout=settings.timeout if settings else DEFAULT_TIMEOUT,
         retries=settings.retries if settings else DEFAULT_RETRIES,
+        tls=settings.tls if settings else None,
     )
     try:
         if given is not None:

@@ -172,6 +172,7 @@ def create_env(
         credentials=Credentials([*indexes, *settings.find_links]),
         timeout=settings.timeout,
         retries=settings.retries,
+        tls=settings.tls,
     )
     # a resolve runs on this process's threads: downloads get a process of their own
     # (NBENV_DOWNLOAD_PROCESS=0 keeps them here)

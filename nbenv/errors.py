@@ -203,11 +203,13 @@ class NetworkSettingError(UsageError):
     """A network setting (pip's `timeout`/`retries`, NBENV_HTTP_*) has a value that is not
     one; `source` is the file or variable it came from."""
 
-    def __init__(self, source: str, option: str, value: str, wanted: str) -> None:
+    def __init__(self, source: str, option: str, value: str, wanted: str, reason: str = "") -> None:
         self.source = source
         self.option = option
         self.value = value
-        super().__init__(f"{source}: {option} = {value!r} is not valid; it wants {wanted}")
+        self.reason = reason
+        why = f" ({reason})" if reason else ""
+        super().__init__(f"{source}: {option} = {value!r} is not valid{why}; it wants {wanted}")
 
 
 class NoInterpreterError(NbenvError):

@@ -43,6 +43,7 @@ __all__ = [
     "DEFAULT_RETRIES",
     "DEFAULT_TIMEOUT",
     "IndexSettings",
+    "TlsFiles",
     "effective_indexes",
     "normalize_location",
     "pip_config_files",
@@ -64,11 +65,25 @@ _OPTIONS = {  # config key -> the field it sets ("pypi-url" is pip's alias of --
     "no-index": "no_index",
     "timeout": "timeout",
     "retries": "retries",
+    "cert": "cert",
+    "client-cert": "client_cert",
 }
 _NBENV_NETWORK = (("NBENV_HTTP_TIMEOUT", "timeout"), ("NBENV_HTTP_RETRIES", "retries"))
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # two letters at least: C:\ is a path
 _TRUE = ("y", "yes", "t", "true", "on", "1")
 _FALSE = ("n", "no", "f", "false", "off", "0")
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """pip's `cert` (a PEM bundle of CA certificates, or a directory of them, trusted
+    instead of the default ones) and `client-cert` (one PEM file with the client's key and
+    certificate), with where each was set, for errors that say what to fix."""
+
+    cert: str | None = None
+    client_cert: str | None = None
+    cert_source: str = ""
+    client_cert_source: str = ""
 
 
 @dataclass(frozen=True)
@@ -81,6 +96,7 @@ class IndexSettings:
     no_index: bool = False  # pip's --no-index: the configured indexes are off
     timeout: float = DEFAULT_TIMEOUT  # seconds an HTTP request may wait for an answer
     retries: int = DEFAULT_RETRIES  # tries after the first on a transient failure
+    tls: TlsFiles = TlsFiles()
     # option -> where its value came from (a file path or "PIP_..."), for --debug output
     sources: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
@@ -102,6 +118,10 @@ class IndexSettings:
             lines.append(line("no-index", ["true"]))
         lines.append(line("timeout", [f"{self.timeout:g} s"]))
         lines.append(line("retries", [str(self.retries)]))
+        if self.tls.cert:
+            lines.append(line("cert", [self.tls.cert]))
+        if self.tls.client_cert:
+            lines.append(line("client-cert", [self.tls.client_cert]))
         return "\n".join(lines)
 
 
@@ -171,6 +191,13 @@ def read_pip_settings(environ: Mapping[str, str] | None = None) -> IndexSettings
         raw, source = values["no_index"]
         no_index = _to_bool(raw, source)
     option_names = {v: k for k, v in _OPTIONS.items() if k != "pypi-url"}
+
+    def file_option(name: str) -> tuple[str | None, str]:  # pip opens it from the cwd
+        raw, source = values.get(name, ("", ""))
+        return (os.path.abspath(os.path.expanduser(raw.strip())) if raw.strip() else None), source
+
+    cert, cert_source = file_option("cert")
+    client_cert, client_source = file_option("client_cert")
     return IndexSettings(
         index_url=normalize_location(index_url, env) if index_url else DEFAULT_INDEX_URL,
         extra_index_urls=urls("extra_index_urls"),
@@ -178,6 +205,7 @@ def read_pip_settings(environ: Mapping[str, str] | None = None) -> IndexSettings
         no_index=no_index,
         timeout=_to_timeout(*values["timeout"]) if "timeout" in values else DEFAULT_TIMEOUT,
         retries=_to_retries(*values["retries"]) if "retries" in values else DEFAULT_RETRIES,
+        tls=TlsFiles(cert, client_cert, cert_source, client_source),
         sources=tuple((option_names[f], src) for f, (_, src) in values.items()),
     )
 

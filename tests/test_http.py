@@ -1,17 +1,28 @@
-"""The HTTP client itself: its connection pool prepared ahead of the first request."""
+"""The HTTP client itself: its connection pool prepared ahead of the first request, and
+HTTPS trusting what pip is told to trust (`cert`, `client-cert`)."""
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import trustme
+from support import IsolatedEnv
 from support.index_server import IndexServer
+from support.universe import MAIN, Universe
+from support.wheels import sha256_file
 
 import nbenv.net.http as http_module
+from nbenv.errors import IndexAccessError, NetworkSettingError
+from nbenv.fetch import Artifact, Fetcher
 from nbenv.net.http import HttpClient
+from nbenv.settings import read_pip_settings
 
 
 def _wait_for_prepare() -> None:
@@ -58,3 +69,131 @@ def test_a_client_closed_before_its_prepare_ran_builds_nothing(
     client.close()
     held[0]()
     assert client._httpx_client is None  # nothing left open behind the closed client
+
+
+# -- TLS: pip's `cert` and `client-cert`, and trust stores that cannot be loaded --------------
+
+
+@dataclass
+class Tls:
+    ca: trustme.CA
+    ca_file: Path  # the test CA's certificate: what a user puts in pip's `cert`
+    client_file: Path  # key and certificate the CA issued to a client (`client-cert`)
+
+    def server(self, *, client_cert_required: bool = False) -> ssl.SSLContext:
+        """The index's side: a certificate for 127.0.0.1 from the CA."""
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.ca.issue_cert("127.0.0.1").configure_cert(context)
+        if client_cert_required:
+            self.ca.configure_trust(context)
+            context.verify_mode = ssl.CERT_REQUIRED
+        return context
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
+    ca = trustme.CA()
+    root = tmp_path_factory.mktemp("tls")
+    ca.cert_pem.write_to_path(str(root / "ca.pem"))
+    ca.issue_cert("client@example.org").private_key_and_cert_chain_pem.write_to_path(
+        str(root / "client.pem")
+    )
+    return Tls(ca, root / "ca.pem", root / "client.pem")
+
+
+def pip_config(isolated_env: IsolatedEnv, monkeypatch: pytest.MonkeyPatch, text: str) -> Path:
+    """A pip configuration file, as PIP_CONFIG_FILE names one."""
+    path = isolated_env.root / "pip.conf"
+    path.write_text(text)
+    monkeypatch.setenv("PIP_CONFIG_FILE", str(path))
+    return path
+
+
+def test_the_ca_in_pips_cert_setting_is_trusted(
+    tls: Tls, universe: Universe, isolated_env: IsolatedEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pip_config(isolated_env, monkeypatch, f"[global]\ncert = {tls.ca_file}\n")
+    settings = read_pip_settings()
+    assert settings.tls.cert == str(tls.ca_file)
+    with universe.serve(MAIN, tls=tls.server()) as server:
+        with HttpClient(tls=settings.tls, retries=0) as client:
+            assert client.get(server.project_url("alpha")).status == 200
+        with HttpClient(retries=0) as default, pytest.raises(IndexAccessError) as refused:
+            default.get(server.project_url("alpha"))  # the default trust does not know it
+    assert "CERTIFICATE_VERIFY_FAILED" in str(refused.value)
+
+
+def test_pips_client_cert_is_presented_to_a_server_that_asks_for_one(
+    tls: Tls, universe: Universe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIP_CERT", str(tls.ca_file))
+    with universe.serve(MAIN, tls=tls.server(client_cert_required=True)) as server:
+        without = read_pip_settings().tls
+        with HttpClient(tls=without, retries=0) as client, pytest.raises(IndexAccessError):
+            client.get(server.project_url("alpha"))
+        monkeypatch.setenv("PIP_CLIENT_CERT", str(tls.client_file))
+        settings = read_pip_settings()
+        assert (settings.tls.client_cert, settings.tls.client_cert_source) == (
+            str(tls.client_file),
+            "PIP_CLIENT_CERT",
+        )
+        with HttpClient(tls=settings.tls, retries=0) as client:
+            assert client.get(server.project_url("alpha")).status == 200
+
+
+def test_the_helper_process_downloads_with_pips_tls_settings(
+    tls: Tls,
+    universe: Universe,
+    isolated_env: IsolatedEnv,
+    cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pip_config(isolated_env, monkeypatch, f"[global]\ncert = {tls.ca_file}\n")
+    settings = read_pip_settings()
+    path = universe.path("beta-1.0-py3-none-any.whl")
+    with universe.serve(MAIN, tls=tls.server()) as server:
+        wanted = Artifact(path.name, server.file_url(path.name), sha256_file(path),
+                          path.stat().st_size)  # fmt: skip
+        with (
+            HttpClient(tls=settings.tls, retries=0) as client,
+            Fetcher(client, cache, helper_process=True) as fetcher,
+        ):
+            got = fetcher.fetch([wanted])[wanted.sha256]
+            assert fetcher._helper is not None  # it was the helper that downloaded
+    assert sha256_file(got) == wanted.sha256
+
+
+def test_a_cert_setting_that_cannot_be_loaded_names_the_setting(
+    isolated_env: IsolatedEnv, index: IndexServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = pip_config(isolated_env, monkeypatch, "[global]\ncert = ~/no-such-ca.pem\n")
+    client = HttpClient(tls=read_pip_settings().tls)
+    client.prepare()  # failing on its thread: the first request says why
+    _wait_for_prepare()
+    with pytest.raises(NetworkSettingError) as caught:
+        client.get(index.project_url("alpha"))
+    message = str(caught.value)
+    assert message.startswith(f"{config}: cert = '{isolated_env.home}/no-such-ca.pem'")
+    assert "No such file or directory" in message
+    assert "PEM file of CA certificates" in message
+
+
+def test_a_client_cert_that_is_not_a_key_and_certificate_names_the_setting(
+    tls: Tls, index: IndexServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIP_CLIENT_CERT", str(tls.ca_file))  # a certificate, but no key
+    with pytest.raises(NetworkSettingError) as caught:
+        HttpClient(tls=read_pip_settings().tls).get(index.project_url("alpha"))
+    assert str(caught.value).startswith(f"PIP_CLIENT_CERT: client-cert = '{tls.ca_file}'")
+    assert "private key" in str(caught.value)
+
+
+def test_an_ssl_cert_file_that_cannot_be_loaded_is_named(
+    index: IndexServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
+    with pytest.raises(NetworkSettingError) as caught:
+        HttpClient().get(index.project_url("alpha"))
+    message = str(caught.value)
+    assert f"SSL_CERT_FILE = '{tmp_path / 'missing.pem'}' is not valid" in message
+    assert "or to be unset" in message

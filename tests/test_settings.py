@@ -15,6 +15,7 @@ from nbenv.net.auth import strip_userinfo
 from nbenv.settings import (
     DEFAULT_INDEX_URL,
     IndexSettings,
+    TlsFiles,
     effective_indexes,
     normalize_location,
     pip_config_files,
@@ -343,6 +344,26 @@ def test_timeout_and_retries_follow_pips_order(machine: Machine) -> None:
     assert machine.read(NBENV_HTTP_TIMEOUT=" ").timeout == 60.0  # blank: unset
     assert "timeout: 60 s  [" in machine.read().summary()
     assert "retries: 7  [" in machine.read().summary()
+
+
+def test_cert_and_client_cert_are_read_as_pip_reads_them(
+    machine: Machine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert machine.read().tls == TlsFiles()
+    path = machine.write("user", "[global]\ncert = ~/corp-ca.pem\nclient-cert = me.pem\n")
+    monkeypatch.chdir(machine.root)  # pip opens a relative path from the current directory
+    found = machine.read().tls
+    assert found == TlsFiles(
+        cert=str(machine.home / "corp-ca.pem"),
+        client_cert=str(machine.root / "me.pem"),
+        cert_source=str(path),
+        client_cert_source=str(path),
+    )
+    from_variable = machine.read(PIP_CERT="/etc/ca-dir").tls
+    assert (from_variable.cert, from_variable.cert_source) == ("/etc/ca-dir", "PIP_CERT")
+    summary = machine.read().summary()
+    assert f"cert: {machine.home / 'corp-ca.pem'}  [{path}]" in summary
+    assert f"client-cert: {machine.root / 'me.pem'}  [{path}]" in summary
 
 
 @pytest.mark.parametrize(

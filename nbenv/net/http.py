@@ -9,6 +9,7 @@ NBENV_HTTP_TIMEOUT/NBENV_HTTP_RETRIES; see nbenv.settings) where the client is m
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 import time
@@ -19,13 +20,15 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 if TYPE_CHECKING:
+    import ssl
+
     import httpx
 
 
 from nbenv import __version__
-from nbenv.errors import IndexAccessError
+from nbenv.errors import IndexAccessError, NetworkSettingError
 from nbenv.net.auth import Credentials, redact, split_credentials
-from nbenv.settings import DEFAULT_RETRIES, DEFAULT_TIMEOUT
+from nbenv.settings import DEFAULT_RETRIES, DEFAULT_TIMEOUT, TlsFiles
 
 __all__ = ["DownloadResult", "HttpClient", "HttpResponse", "file_url_to_path"]
 
@@ -66,8 +69,10 @@ class HttpClient:
         retries: int = DEFAULT_RETRIES,
         backoff: float = 0.25,
         max_connections: int = 32,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.credentials = credentials or Credentials()
+        self.tls = tls or TlsFiles()
         self.retries = retries
         self.backoff = backoff
         self._timeout = timeout
@@ -80,7 +85,7 @@ class HttpClient:
         """What a client in another process needs to act as this one (nbenv.downloading),
         credentials included: send it over a pipe only."""
         return {"timeout": self._timeout, "retries": self.retries, "backoff": self.backoff,
-                "max_connections": self._max_connections,
+                "max_connections": self._max_connections, "tls": dataclasses.asdict(self.tls),
                 "credentials": self.credentials.to_json()}  # fmt: skip
 
     @classmethod
@@ -88,7 +93,8 @@ class HttpClient:
         return cls(credentials=Credentials.from_json(data["credentials"]),
                    timeout=float(data["timeout"]), retries=int(data["retries"]),
                    backoff=float(data["backoff"]),
-                   max_connections=int(data["max_connections"]))  # fmt: skip
+                   max_connections=int(data["max_connections"]),
+                   tls=TlsFiles(**data["tls"]))  # fmt: skip
 
     @property
     def _client(self) -> httpx.Client:
@@ -111,7 +117,8 @@ class HttpClient:
             limits=limits,
             follow_redirects=True,
             headers={"User-Agent": f"nbenv/{__version__}"},
-            trust_env=True,  # proxies and SSL_CERT_FILE like every other tool
+            verify=_tls_context(self.tls),
+            trust_env=True,  # proxies (and without pip's `cert`, SSL_CERT_FILE) as others do
         )
 
     def prepare(self) -> None:
@@ -400,3 +407,48 @@ def _read_file(url: str, headers: Mapping[str, str]) -> HttpResponse:
     return HttpResponse(
         url=url, status=status, content=data, headers={"content-type": content_type, **out}
     )
+
+
+def _tls_context(tls: TlsFiles) -> ssl.SSLContext:
+    """What HTTPS trusts: pip's `cert` when set, else SSL_CERT_FILE, SSL_CERT_DIR or
+    certifi's bundle (as httpx and requests choose); plus pip's `client-cert`. A file that
+    cannot be loaded is an error naming the setting, never a bare OSError."""
+    import ssl
+
+    import httpx
+
+    if tls.cert is not None:
+        try:
+            if os.path.isdir(tls.cert):
+                context = ssl.create_default_context(capath=tls.cert)
+            else:
+                context = ssl.create_default_context(cafile=tls.cert)
+        except (OSError, ssl.SSLError) as exc:
+            raise _bad_file(tls.cert_source or "pip", "cert", tls.cert, exc, _CA_FILES) from None
+    else:
+        try:
+            context = httpx.create_ssl_context(trust_env=True)
+        except (OSError, ssl.SSLError) as exc:
+            variable = next((v for v in _TRUST_VARIABLES if os.environ.get(v)), None)
+            if variable is None:
+                raise
+            raise _bad_file("environment", variable, os.environ[variable], exc,
+                            f"{_CA_FILES}, or to be unset") from None  # fmt: skip
+    if tls.client_cert is not None:
+        try:
+            context.load_cert_chain(tls.client_cert)
+        except (OSError, ssl.SSLError) as exc:
+            raise _bad_file(tls.client_cert_source or "pip", "client-cert", tls.client_cert,
+                            exc, "one PEM file with the client's private key and certificate"
+                            ) from None  # fmt: skip
+    return context
+
+
+_CA_FILES = "a PEM file of CA certificates (or a directory of them, as c_rehash makes)"
+_TRUST_VARIABLES = ("SSL_CERT_FILE", "SSL_CERT_DIR")  # httpx reads them in this order
+
+
+def _bad_file(source: str, option: str, value: str, exc: BaseException, wanted: str
+              ) -> NetworkSettingError:  # fmt: skip
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return NetworkSettingError(source, option, value, wanted, reason=reason)

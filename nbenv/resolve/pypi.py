@@ -60,6 +60,7 @@ class PypiResolver:
             credentials=Credentials(self.indexes),
             timeout=settings.timeout,
             retries=settings.retries,
+            tls=settings.tls,
         )
         if policy is not CachePolicy.OFFLINE:
             self.client.prepare()  # the first page is asked for soon: TLS set-up starts now

@@ -18,6 +18,7 @@ import html
 import json
 import re
 import socket
+import ssl
 import struct
 import sys
 import tarfile
@@ -312,8 +313,10 @@ class IndexServer:
         no_range: bool = False,
         relative_urls: bool = False,
         fail_next: Mapping[str, Iterable[int]] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.index = index if index is not None else Index()
+        self.tls = tls  # served over HTTPS with this server-side context
         self.formats: set[str] = set(formats)
         self.auth = auth
         self.latency = latency
@@ -339,6 +342,10 @@ class IndexServer:
             return self
         self._baseline = self.index.copy()
         httpd = _QuietServer(("127.0.0.1", 0), _make_handler(self))
+        if self.tls is not None:  # the handshake runs in each request's thread
+            httpd.socket = self.tls.wrap_socket(
+                httpd.socket, server_side=True, do_handshake_on_connect=False
+            )
         self._httpd = httpd
         self._thread = threading.Thread(
             target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -392,7 +399,8 @@ class IndexServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def url(self) -> str:
