@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,6 +23,8 @@ from nbenv.errors import IndexAccessError, NetworkSettingError
 from nbenv.fetch import Artifact, Fetcher
 from nbenv.net.http import HttpClient
 from nbenv.settings import read_pip_settings
+
+BETA = "beta-1.0-py3-none-any.whl"
 
 
 def _wait_for_prepare() -> None:
@@ -150,7 +152,7 @@ def test_the_helper_process_downloads_with_pips_tls_settings(
 ) -> None:
     pip_config(isolated_env, monkeypatch, f"[global]\ncert = {tls.ca_file}\n")
     settings = read_pip_settings()
-    path = universe.path("beta-1.0-py3-none-any.whl")
+    path = universe.path(BETA)
     with universe.serve(MAIN, tls=tls.server()) as server:
         wanted = Artifact(path.name, server.file_url(path.name), sha256_file(path),
                           path.stat().st_size)  # fmt: skip
@@ -163,37 +165,50 @@ def test_the_helper_process_downloads_with_pips_tls_settings(
     assert sha256_file(got) == wanted.sha256
 
 
+@pytest.fixture(scope="module")
+def https_index(tls: Tls, universe: Universe) -> Iterator[IndexServer]:
+    with universe.serve(MAIN, tls=tls.server()) as server:
+        yield server
+
+
 def test_a_cert_setting_that_cannot_be_loaded_names_the_setting(
-    isolated_env: IsolatedEnv, index: IndexServer, monkeypatch: pytest.MonkeyPatch
+    isolated_env: IsolatedEnv,
+    index: IndexServer,
+    https_index: IndexServer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config = pip_config(isolated_env, monkeypatch, "[global]\ncert = ~/no-such-ca.pem\n")
     client = HttpClient(tls=read_pip_settings().tls)
-    client.prepare()  # failing on its thread: the first request says why
+    client.prepare()  # the pool is built all the same: http:// needs no certificates
     _wait_for_prepare()
+    assert client.get(index.project_url("alpha")).status == 200  # as pip: HTTPS only fails
     with pytest.raises(NetworkSettingError) as caught:
-        client.get(index.project_url("alpha"))
+        client.get(https_index.project_url("alpha"))
     message = str(caught.value)
     assert message.startswith(f"{config}: cert = '{isolated_env.home}/no-such-ca.pem'")
     assert "No such file or directory" in message
     assert "PEM file of CA certificates" in message
+    with pytest.raises(NetworkSettingError):  # downloads say the same
+        client.download(https_index.file_url(BETA), isolated_env.root / BETA)
 
 
 def test_a_client_cert_that_is_not_a_key_and_certificate_names_the_setting(
-    tls: Tls, index: IndexServer, monkeypatch: pytest.MonkeyPatch
+    tls: Tls, https_index: IndexServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("PIP_CERT", str(tls.ca_file))
     monkeypatch.setenv("PIP_CLIENT_CERT", str(tls.ca_file))  # a certificate, but no key
     with pytest.raises(NetworkSettingError) as caught:
-        HttpClient(tls=read_pip_settings().tls).get(index.project_url("alpha"))
+        HttpClient(tls=read_pip_settings().tls).get(https_index.project_url("alpha"))
     assert str(caught.value).startswith(f"PIP_CLIENT_CERT: client-cert = '{tls.ca_file}'")
     assert "private key" in str(caught.value)
 
 
 def test_an_ssl_cert_file_that_cannot_be_loaded_is_named(
-    index: IndexServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    https_index: IndexServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
     with pytest.raises(NetworkSettingError) as caught:
-        HttpClient().get(index.project_url("alpha"))
+        HttpClient().get(https_index.project_url("alpha"))
     message = str(caught.value)
     assert f"SSL_CERT_FILE = '{tmp_path / 'missing.pem'}' is not valid" in message
     assert "or to be unset" in message

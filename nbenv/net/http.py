@@ -79,6 +79,7 @@ class HttpClient:
         self._max_connections = max_connections
         self._httpx_client: httpx.Client | None = None
         self._preparing = False  # a prepare() thread will build the pool
+        self._tls_error: NetworkSettingError | None = None  # why HTTPS cannot be used
         self._lock = threading.Lock()
 
     def settings(self) -> dict[str, Any]:
@@ -106,20 +107,36 @@ class HttpClient:
             return self._httpx_client
 
     def _new_client(self) -> httpx.Client:
+        import ssl
+
         import httpx
 
         limits = httpx.Limits(
             max_connections=self._max_connections,
             max_keepalive_connections=self._max_connections,
         )
+        self._tls_error = None
+        try:
+            verify = _tls_context(self.tls)
+        except NetworkSettingError as exc:
+            # As pip: a trust setting that cannot be loaded fails HTTPS requests only (with
+            # this error, see _https_ok); an http:// index still works. This context
+            # trusts no one, so nothing reaches a server over HTTPS unverified.
+            verify = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            self._tls_error = exc
         return httpx.Client(
             timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, 10.0)),
             limits=limits,
             follow_redirects=True,
             headers={"User-Agent": f"nbenv/{__version__}"},
-            verify=_tls_context(self.tls),
+            verify=verify,
             trust_env=True,  # proxies (and without pip's `cert`, SSL_CERT_FILE) as others do
         )
+
+    def _https_ok(self, url: str) -> None:
+        """Raise why HTTPS is not usable (a `cert` that cannot be loaded) for an https URL."""
+        if self._tls_error is not None and url.lower().startswith("https:"):
+            raise self._tls_error
 
     def prepare(self) -> None:
         """Build the connection pool on a daemon thread now: importing httpx and loading the
@@ -161,6 +178,7 @@ class HttpClient:
             return _read_file(clean, headers or {})
         auth = inline or self.credentials.for_url(clean)
         client = self._client
+        self._https_ok(clean)
         transient = _transient()
         attempt = 0
         while True:
@@ -218,6 +236,7 @@ class HttpClient:
         auth = inline or self.credentials.for_url(clean)
         kept = _size(dest)  # bytes from before this call still in the file
         client = self._client
+        self._https_ok(clean)
         transient = _transient()
         attempt = 0
         high_water = kept
