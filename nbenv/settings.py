@@ -192,9 +192,12 @@ def read_pip_settings(environ: Mapping[str, str] | None = None) -> IndexSettings
         no_index = _to_bool(raw, source)
     option_names = {v: k for k, v in _OPTIONS.items() if k != "pypi-url"}
 
-    def file_option(name: str) -> tuple[str | None, str]:  # pip opens it from the cwd
+    def file_option(name: str) -> tuple[str | None, str]:
         raw, source = values.get(name, ("", ""))
-        return (os.path.abspath(os.path.expanduser(raw.strip())) if raw.strip() else None), source
+        path = raw.strip()
+        if path == "~" or path.startswith("~/"):  # pip's path options expand the user
+            path = _home(env) + path[1:]
+        return (os.path.abspath(path) if path else None), source  # from the cwd, as pip
 
     cert, cert_source = file_option("cert")
     client_cert, client_source = file_option("client_cert")

@@ -361,6 +361,8 @@ def test_cert_and_client_cert_are_read_as_pip_reads_them(
     )
     from_variable = machine.read(PIP_CERT="/etc/ca-dir").tls
     assert (from_variable.cert, from_variable.cert_source) == ("/etc/ca-dir", "PIP_CERT")
+    elsewhere = machine.read(PIP_CERT="~/ca.pem", HOME="/elsewhere").tls
+    assert elsewhere.cert == "/elsewhere/ca.pem"  # the home of the environment read
     summary = machine.read().summary()
     assert f"cert: {machine.home / 'corp-ca.pem'}  [{path}]" in summary
     assert f"client-cert: {machine.root / 'me.pem'}  [{path}]" in summary
