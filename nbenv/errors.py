@@ -200,8 +200,9 @@ class PipConfigError(NbenvError):
 
 
 class NetworkSettingError(UsageError):
-    """A network setting (pip's `timeout`/`retries`, NBENV_HTTP_*) has a value that is not
-    one; `source` is the file or variable it came from."""
+    """A network setting (pip's `timeout`/`retries`/`cert`/`client-cert`, NBENV_HTTP_*,
+    SSL_CERT_FILE/SSL_CERT_DIR) has a value that is not one, or names a file that cannot be
+    loaded (`reason`); `source` is the file or variable it came from."""
 
     def __init__(self, source: str, option: str, value: str, wanted: str, reason: str = "") -> None:
         self.source = source
