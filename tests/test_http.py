@@ -103,6 +103,12 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
     return Tls(ca, root / "ca.pem", root / "client.pem")
 
 
+@pytest.fixture(scope="module")
+def https_index(tls: Tls, universe: Universe) -> Iterator[IndexServer]:
+    with universe.serve(MAIN, tls=tls.server()) as server:
+        yield server
+
+
 def pip_config(isolated_env: IsolatedEnv, monkeypatch: pytest.MonkeyPatch, text: str) -> Path:
     """A pip configuration file, as PIP_CONFIG_FILE names one."""
     path = isolated_env.root / "pip.conf"
@@ -112,16 +118,15 @@ def pip_config(isolated_env: IsolatedEnv, monkeypatch: pytest.MonkeyPatch, text:
 
 
 def test_the_ca_in_pips_cert_setting_is_trusted(
-    tls: Tls, universe: Universe, isolated_env: IsolatedEnv, monkeypatch: pytest.MonkeyPatch
+    tls: Tls, https_index: IndexServer, isolated_env: IsolatedEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pip_config(isolated_env, monkeypatch, f"[global]\ncert = {tls.ca_file}\n")
     settings = read_pip_settings()
     assert settings.tls.cert == str(tls.ca_file)
-    with universe.serve(MAIN, tls=tls.server()) as server:
-        with HttpClient(tls=settings.tls, retries=0) as client:
-            assert client.get(server.project_url("alpha")).status == 200
-        with HttpClient(retries=0) as default, pytest.raises(IndexAccessError) as refused:
-            default.get(server.project_url("alpha"))  # the default trust does not know it
+    with HttpClient(tls=settings.tls, retries=0) as client:
+        assert client.get(https_index.project_url("alpha")).status == 200
+    with HttpClient(retries=0) as default, pytest.raises(IndexAccessError) as refused:
+        default.get(https_index.project_url("alpha"))  # the default trust does not know it
     assert "CERTIFICATE_VERIFY_FAILED" in str(refused.value)
 
 
@@ -146,6 +151,7 @@ def test_pips_client_cert_is_presented_to_a_server_that_asks_for_one(
 def test_the_helper_process_downloads_with_pips_tls_settings(
     tls: Tls,
     universe: Universe,
+    https_index: IndexServer,
     isolated_env: IsolatedEnv,
     cache: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -153,22 +159,15 @@ def test_the_helper_process_downloads_with_pips_tls_settings(
     pip_config(isolated_env, monkeypatch, f"[global]\ncert = {tls.ca_file}\n")
     settings = read_pip_settings()
     path = universe.path(BETA)
-    with universe.serve(MAIN, tls=tls.server()) as server:
-        wanted = Artifact(path.name, server.file_url(path.name), sha256_file(path),
-                          path.stat().st_size)  # fmt: skip
-        with (
-            HttpClient(tls=settings.tls, retries=0) as client,
-            Fetcher(client, cache, helper_process=True) as fetcher,
-        ):
-            got = fetcher.fetch([wanted])[wanted.sha256]
-            assert fetcher._helper is not None  # it was the helper that downloaded
+    wanted = Artifact(path.name, https_index.file_url(path.name), sha256_file(path),
+                      path.stat().st_size)  # fmt: skip
+    with (
+        HttpClient(tls=settings.tls, retries=0) as client,
+        Fetcher(client, cache, helper_process=True) as fetcher,
+    ):
+        got = fetcher.fetch([wanted])[wanted.sha256]
+        assert fetcher._helper is not None  # it was the helper that downloaded
     assert sha256_file(got) == wanted.sha256
-
-
-@pytest.fixture(scope="module")
-def https_index(tls: Tls, universe: Universe) -> Iterator[IndexServer]:
-    with universe.serve(MAIN, tls=tls.server()) as server:
-        yield server
 
 
 def test_a_cert_setting_that_cannot_be_loaded_names_the_setting(
