@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import trustme
+from cryptography.hazmat.primitives import serialization
 from support import IsolatedEnv
 from support.index_server import IndexServer
 from support.universe import MAIN, Universe
@@ -200,6 +201,25 @@ def test_a_client_cert_that_is_not_a_key_and_certificate_names_the_setting(
         HttpClient(tls=read_pip_settings().tls).get(https_index.project_url("alpha"))
     assert str(caught.value).startswith(f"PIP_CLIENT_CERT: client-cert = '{tls.ca_file}'")
     assert "private key" in str(caught.value)
+
+
+def test_a_client_cert_with_an_encrypted_key_is_refused_without_a_prompt(
+    tls: Tls, https_index: IndexServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    leaf = tls.ca.issue_cert("client@example.org")
+    key = serialization.load_pem_private_key(leaf.private_key_pem.bytes(), None)
+    encrypted = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret"),
+    )
+    path = tmp_path / "client.pem"
+    path.write_bytes(encrypted + b"".join(pem.bytes() for pem in leaf.cert_chain_pems))
+    monkeypatch.setenv("PIP_CERT", str(tls.ca_file))
+    monkeypatch.setenv("PIP_CLIENT_CERT", str(path))
+    with pytest.raises(NetworkSettingError) as caught:  # OpenSSL's prompt would wait
+        HttpClient(tls=read_pip_settings().tls).get(https_index.project_url("alpha"))
+    assert "its private key is encrypted" in str(caught.value)
 
 
 def test_an_ssl_cert_file_that_cannot_be_loaded_is_named(

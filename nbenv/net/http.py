@@ -455,12 +455,22 @@ def _tls_context(tls: TlsFiles) -> ssl.SSLContext:
                             f"{_CA_FILES}, or to be unset") from None  # fmt: skip
     if tls.client_cert is not None:
         try:
-            context.load_cert_chain(tls.client_cert)
-        except (OSError, ssl.SSLError) as exc:
+            # never OpenSSL's own password prompt: in a kernel it would wait for ever
+            context.load_cert_chain(tls.client_cert, password=_no_password)
+        except (OSError, ssl.SSLError, _EncryptedKeyError) as exc:
             raise _bad_file(tls.client_cert_source or "pip", "client-cert", tls.client_cert,
-                            exc, "one PEM file with the client's private key and certificate"
-                            ) from None  # fmt: skip
+                            exc, "one PEM file with the client's private key (not encrypted) "
+                            "and certificate") from None  # fmt: skip
     return context
+
+
+class _EncryptedKeyError(Exception):
+    def __str__(self) -> str:
+        return "its private key is encrypted, and nbenv does not ask for passwords"
+
+
+def _no_password() -> str:
+    raise _EncryptedKeyError
 
 
 _CA_FILES = "a PEM file of CA certificates (or a directory of them, as c_rehash makes)"
