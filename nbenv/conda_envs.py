@@ -43,7 +43,7 @@ from nbenv.paths import cache_dir
 from nbenv.report import NullReporter, Reporter
 from nbenv.resolve.conda_model import CondaRequest
 from nbenv.resolve.mixed import CONDA_LOCK_FILE, MixedLock, resolve_mixed
-from nbenv.settings import DEFAULT_RETRIES, DEFAULT_TIMEOUT, effective_indexes, read_pip_settings
+from nbenv.settings import IndexSettings, effective_indexes, read_pip_settings
 from nbenv.spec import EnvRequest
 from nbenv.store import EnvRecord, Store
 
@@ -130,12 +130,8 @@ def create_conda_env(
         if found is not None:
             return found
 
-    client = HttpClient(
-        credentials=Credentials([*indexes, *(settings.find_links if settings else ())]),
-        timeout=settings.timeout if settings else DEFAULT_TIMEOUT,
-        retries=settings.retries if settings else DEFAULT_RETRIES,
-        tls=settings.tls if settings else None,
-    )
+    pip = settings or IndexSettings()  # no PyPI part: pip's defaults
+    client = HttpClient.for_index_settings(pip, Credentials([*indexes, *pip.find_links]))
     try:
         if given is not None:
             mixed = given

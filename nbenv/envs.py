@@ -168,12 +168,7 @@ def create_env(
     # imported here: finding an existing env (a kernel's every `%%pypi` cell) needs none
     from nbenv.net.http import HttpClient
 
-    client = HttpClient(
-        credentials=Credentials([*indexes, *settings.find_links]),
-        timeout=settings.timeout,
-        retries=settings.retries,
-        tls=settings.tls,
-    )
+    client = HttpClient.for_index_settings(settings, Credentials([*indexes, *settings.find_links]))
     # a resolve runs on this process's threads: downloads get a process of their own
     # (NBENV_DOWNLOAD_PROCESS=0 keeps them here)
     helper = given is None and policy is not CachePolicy.OFFLINE and _download_process_on()

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 from nbenv import __version__
 from nbenv.errors import IndexAccessError, NetworkSettingError
 from nbenv.net.auth import Credentials, redact, split_credentials
-from nbenv.settings import DEFAULT_RETRIES, DEFAULT_TIMEOUT, TlsFiles
+from nbenv.settings import DEFAULT_RETRIES, DEFAULT_TIMEOUT, IndexSettings, TlsFiles
 
 __all__ = ["DownloadResult", "HttpClient", "HttpResponse", "file_url_to_path"]
 
@@ -88,6 +88,12 @@ class HttpClient:
         return {"timeout": self._timeout, "retries": self.retries, "backoff": self.backoff,
                 "max_connections": self._max_connections, "tls": dataclasses.asdict(self.tls),
                 "credentials": self.credentials.to_json()}  # fmt: skip
+
+    @classmethod
+    def for_index_settings(cls, settings: IndexSettings, credentials: Credentials) -> HttpClient:
+        """A client that follows the user's pip settings: timeout, retries, certificates."""
+        return cls(credentials=credentials, timeout=settings.timeout, retries=settings.retries,
+                   tls=settings.tls)  # fmt: skip
 
     @classmethod
     def from_settings(cls, data: Mapping[str, Any]) -> HttpClient:

@@ -56,12 +56,7 @@ class PypiResolver:
         self.indexes = effective_indexes(request.index_url, request.extra_index_urls, settings)
         self.find_links = settings.find_links
         self._own_client = client is None
-        self.client = client or HttpClient(
-            credentials=Credentials(self.indexes),
-            timeout=settings.timeout,
-            retries=settings.retries,
-            tls=settings.tls,
-        )
+        self.client = client or HttpClient.for_index_settings(settings, Credentials(self.indexes))
         if policy is not CachePolicy.OFFLINE:
             self.client.prepare()  # the first page is asked for soon: TLS set-up starts now
         self.cache_root = cache_root or cache_dir()
