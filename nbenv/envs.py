@@ -48,6 +48,7 @@ if TYPE_CHECKING:  # imported where used: listing envs must not load the install
     from nbenv.lock import Lock
     from nbenv.resolve.model import DistFile
     from nbenv.resolve.pypi import PypiResolver
+    from nbenv.unpacking import UnpackWorkers
 
 __all__ = [
     "KERNEL_REQUIREMENTS",
@@ -175,9 +176,18 @@ def create_env(
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(client.close)
         resolver: PypiResolver | None = None
+        forked: UnpackWorkers | None = None
+        cold = False
         if given is None:
             if policy is not CachePolicy.OFFLINE:
-                client.prepare()  # its TLS set-up overlaps the import below
+                cold = _new_projects(request, indexes)
+                # Worker processes (they unpack, and link any build's wheels into its env)
+                # forked now, while this process has one thread: a few ms here, and their
+                # imports run on a core the resolve leaves idle.
+                forked = _fork_workers()
+                if forked is not None:
+                    cleanup.callback(forked.close, cancel=True)  # once the Unpacker is done
+                client.prepare()  # its TLS set-up overlaps the imports below
             from nbenv.resolve.pypi import PypiResolver
 
             full = with_kernel_requirements(request) if options.register_kernel else request
@@ -205,14 +215,21 @@ def create_env(
                 unpacker.close(cancel=True)  # after a failure: what is queued is not needed
 
         cleanup.callback(stop_fetching)
+        if given is None and policy is not CachePolicy.OFFLINE:
+            from nbenv.install import Unpacker
+
+            unpacker = Unpacker(cache_dir(), adaptive=True, started=forked)
+            if cold:
+                # Wheels to download and unpack for sure: the helper processes start now,
+                # while a core is idle (the first ~0.4 s of a cold create), not at the
+                # first pins, when both cores are busy.
+                fetcher.start_helper()
+                unpacker.start_processes()  # unless forked already
         if given is not None:
             lock = given
         else:
             assert resolver is not None
-            if policy is not CachePolicy.OFFLINE:
-                from nbenv.install import Unpacker
-
-                unpacker = Unpacker(cache_dir(), adaptive=True)
+            if unpacker is not None:
                 resolver.on_pin = _download_ahead(fetcher, unpacker)
             with resolver:  # its threads stop here, before the build
                 lock = build_lock(resolver.resolve(), request)
@@ -292,6 +309,24 @@ def build_in_store(
         kernel = options.register_kernel and runs_python
         result = _existing(store, env_id, request, start, kernel, options.kernel_prefix)
     return replace(result, created=created)
+
+
+def _fork_workers() -> UnpackWorkers | None:
+    """Worker processes forked from this process, if it can fork them (nbenv.unpacking)."""
+    from nbenv.unpacking import UnpackWorkers, can_fork, process_budget
+
+    budget, _ = process_budget()
+    if not budget or not can_fork():
+        return None
+    return UnpackWorkers(cache_dir(), budget)
+
+
+def _new_projects(request: EnvRequest, indexes: Sequence[str]) -> bool:
+    from nbenv.resolve.cache import ResolveCache
+    from nbenv.resolve.index import never_asked
+
+    names = [requirement.name for requirement in request.requirements]
+    return never_asked(ResolveCache(cache_dir() / "resolve"), indexes, names)
 
 
 def _download_process_on() -> bool:

@@ -24,7 +24,7 @@ from typing import TypeVar
 from installer.exceptions import InstallerError
 from installer.utils import get_launcher_kind
 
-from nbenv.errors import InstallConflictError, InstallError, InvalidWheelError, UsageError
+from nbenv.errors import InstallConflictError, InstallError, InvalidWheelError
 from nbenv.linking import (
     Linker,
     LinkingDestination,
@@ -35,11 +35,11 @@ from nbenv.linking import (
     placement,
 )
 from nbenv.report import NullReporter, Reporter
-from nbenv.unpacking import UnpackWorkers
+from nbenv.unpacking import Installed, UnpackWorkers, process_budget
 from nbenv.venv import Layout, env_python, query_layout
 from nbenv.wheelcache import INSTALL_TIME_FILES, UnpackedWheel, WheelCache, WheelToInstall
 
-__all__ = ["InstallReport", "Unpacker", "install_wheels", "unpack_processes"]
+__all__ = ["InstallReport", "Unpacker", "install_one", "install_wheels", "unpack_processes"]
 
 _INSTALLER = b"nbenv\n"
 # Linking is one short syscall per file under the GIL: more threads only contend. Measured
@@ -52,7 +52,6 @@ _UNPACK_WORKERS = 4
 # Worker processes pay an interpreter start (~0.1 s of CPU, overlapping the downloads):
 # worth it from a few tens of MB of wheels on.
 _PROCESS_THRESHOLD = 24 * 1024 * 1024
-_MAX_PROCESSES = 4
 _STAGE_UNPACK = "unpacking wheels"
 _STAGE_INSTALL = "installing wheels"
 
@@ -64,26 +63,12 @@ def unpack_processes(cache_root: Path, wheels: Iterable[tuple[str, int | None]])
     """How many worker processes should unpack these (sha256, size) wheels: none (threads)
     for a little work, where starting interpreters costs more than it saves, or on one CPU.
     NBENV_UNPACK_PROCESSES overrides (0: threads)."""
-    budget, forced = _process_budget()
+    budget, forced = process_budget()
     if forced or not budget:
         return budget
     cache = WheelCache(cache_root)
     todo = sum(size or 0 for sha, size in wheels if not cache.has(sha))
     return budget if todo >= _PROCESS_THRESHOLD else 0
-
-
-def _process_budget() -> tuple[int, bool]:
-    """(processes a big unpack may use, whether NBENV_UNPACK_PROCESSES forces that many)."""
-    forced = os.environ.get("NBENV_UNPACK_PROCESSES", "").strip()
-    if forced:
-        try:
-            return max(0, int(forced)), True
-        except ValueError:
-            raise UsageError(
-                f"NBENV_UNPACK_PROCESSES={forced!r}: give a number of processes (0: threads)"
-            ) from None
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (0 if not cpus or cpus < 2 else min(cpus, _MAX_PROCESSES)), False
 
 
 class Unpacker:
@@ -103,6 +88,7 @@ class Unpacker:
         workers: int = _UNPACK_WORKERS,
         processes: int = 0,
         adaptive: bool = False,
+        started: UnpackWorkers | None = None,
     ) -> None:
         self.cache = WheelCache(cache_root)
         self._root = cache_root
@@ -114,13 +100,21 @@ class Unpacker:
         self._budget = 0  # processes `expect` may still start
         self._expected: dict[str, int] = {}  # sha256 -> size of new wheels announced
         if adaptive:
-            budget, forced = _process_budget()
+            budget, forced = process_budget()
             if forced:
                 processes = budget
             else:
                 self._budget = budget
-        if processes > 0:
+        if started is not None:  # the caller's, forked early (nbenv.unpacking.can_fork)
+            self._processes = started
+        elif processes > 0:
             self._processes = UnpackWorkers(cache_root, processes)
+
+    @property
+    def workers(self) -> UnpackWorkers | None:
+        """The worker processes, if started (they install wheels too)."""
+        with self._lock:
+            return self._processes
 
     @property
     def processes(self) -> int:
@@ -140,6 +134,13 @@ class Unpacker:
                 return
             # started before the wheels arrive: their start-up overlaps the downloads
             self._processes = UnpackWorkers(self._root, self._budget)
+
+    def start_processes(self) -> None:
+        """Start the worker processes adaptive mode may use now, before `expect` learns of
+        enough wheels (a caller that knows there will be plenty to unpack)."""
+        with self._lock:
+            if self._budget and self._processes is None:
+                self._processes = UnpackWorkers(self._root, self._budget)
 
     def submit(self, wheel: WheelToInstall) -> Future[tuple[UnpackedWheel, bool]]:
         with self._lock:
@@ -226,8 +227,9 @@ def install_wheels(
     if unpacker is not None and link_early:
         futures = [unpacker.submit(wheel) for wheel in unique]
         got, tallies = _link_as_unpacked(
-            unique, futures, layout, interpreter, linker, link_workers, report
-        )
+            unique, futures, layout, interpreter, linker, link_workers, report,
+            processes=unpacker.workers, link_mode=link_mode,
+        )  # fmt: skip
     else:
         if unpacker is None:
             with Unpacker(cache_root, workers=min(workers, _UNPACK_WORKERS)) as own:
@@ -237,10 +239,11 @@ def install_wheels(
         unpacked = [wheel for wheel, _ in got]
         shared = _check_conflicts(layout, unpacked)
 
-        def install_one(index: int) -> Tally:
-            return _install_one(unique[index], unpacked[index], layout, interpreter, linker, shared)
+        def link_one(index: int) -> Tally:
+            return install_one(unpacked[index], layout, interpreter, linker, shared,
+                               requested=unique[index].requested)  # fmt: skip
 
-        tallies = _parallel(install_one, range(len(unique)), link_workers, report, _STAGE_INSTALL)
+        tallies = _parallel(link_one, range(len(unique)), link_workers, report, _STAGE_INSTALL)
     return InstallReport(
         wheels=len(unique),
         unpacked=sum(1 for _, fresh in got if fresh),
@@ -260,11 +263,15 @@ def _link_as_unpacked(
     linker: Linker,
     workers: int,
     reporter: Reporter,
+    *,
+    processes: UnpackWorkers | None = None,
+    link_mode: LinkMode = "auto",
 ) -> tuple[list[tuple[UnpackedWheel, bool]], list[Tally]]:
     """Each wheel linked as soon as it is unpacked, checked for conflicts against the
     wheels unpacked before it, so linking the small ones overlaps unpacking the big ones.
-    A conflict found late leaves earlier wheels linked: for builds that are discarded on
-    error."""
+    On `processes` when the unpacker has them (a process each, where threads share one
+    GIL), else on threads. A conflict found late leaves earlier wheels linked: for builds
+    that are discarded on error."""
     reporter.stage(_STAGE_INSTALL)
     position = {id(future): index for index, future in enumerate(futures)}
     got: dict[int, tuple[UnpackedWheel, bool]] = {}
@@ -273,29 +280,63 @@ def _link_as_unpacked(
     shared: set[str] = set()  # grows while earlier wheels link: read only after EEXIST
     linked = 0
     count = threading.Lock()
+    notes: set[str] = set()
 
     def link(index: int) -> Tally:
         nonlocal linked
-        tally = _install_one(wheels[index], got[index][0], layout, interpreter, linker, shared)
+        tally = install_one(got[index][0], layout, interpreter, linker, shared,
+                            requested=wheels[index].requested)  # fmt: skip
         with count:
             linked += 1
             reporter.progress(_STAGE_INSTALL, linked, len(wheels))
         return tally
 
+    def installed(index: int, future: Future[Installed]) -> Tally:
+        nonlocal linked
+        done = future.result()
+        with count:
+            for note in done.notes:
+                if note not in notes:
+                    notes.add(note)
+                    reporter.note(note)
+        # a path found taken is fine if another wheel places it with identical bytes
+        # (`shared` has every wheel's claims by now); anything else is a conflict
+        for path in done.taken:
+            if path not in shared:
+                raise InstallConflictError(path, (got[index][0].filename,))
+        with count:
+            linked += 1
+            reporter.progress(_STAGE_INSTALL, linked, len(wheels))
+        return done.tally
+
     with ThreadPoolExecutor(max(1, workers), "nbenv-install") as pool:
         links: list[Future[Tally]] = []
+        sent: list[tuple[int, Future[Installed]]] = []
         try:
             for future in as_completed(futures):
                 index = position[id(future)]
                 got[index] = future.result()
                 names[index] = got[index][0].filename
                 _claim(layout, got[index][0], index, owners, shared, names)
-                links.append(pool.submit(link, index))
+                if processes is not None:
+                    unpacked = got[index][0]
+                    sent.append((index, processes.install(
+                        unpacked, layout, interpreter, link_mode,
+                        requested=wheels[index].requested,
+                    )))  # fmt: skip
+                else:
+                    links.append(pool.submit(link, index))
             tallies = [link_future.result() for link_future in links]
+            tallies += [installed(index, future) for index, future in sent]
         except BaseException:
             for link_future in links:
                 link_future.cancel()
+            for _, install_future in sent:
+                install_future.cancel()
             raise
+    if sent:  # in the order of `wheels`, as the threads' tallies are
+        order = [index for index, _ in sent]
+        tallies = [tallies[order.index(index)] for index in range(len(wheels))]
     return [got[index] for index in range(len(wheels))], tallies
 
 
@@ -354,14 +395,17 @@ def _claim(
         shared.add(target)
 
 
-def _install_one(
-    wheel: WheelToInstall,
+def install_one(
     unpacked: UnpackedWheel,
     layout: Layout,
     interpreter: str,
     linker: Linker,
     shared: AbstractSet[str],
+    *,
+    requested: bool,
 ) -> Tally:
+    """Install one unpacked wheel into the env of `layout` (its scripts naming
+    `interpreter`); a path that exists already is a conflict unless in `shared`."""
     destination = LinkingDestination(
         scheme_dict=layout.schemes(unpacked.distribution),
         interpreter=interpreter,
@@ -372,7 +416,7 @@ def _install_one(
         shared=shared,
     )
     metadata = {"INSTALLER": _INSTALLER}
-    if wheel.requested:
+    if requested:
         metadata["REQUESTED"] = b""
     try:
         install_cached(unpacked, destination, metadata)

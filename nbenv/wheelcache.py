@@ -57,6 +57,7 @@ __all__ = [
     "UnpackedWheel",
     "WheelCache",
     "WheelToInstall",
+    "load_unpacked",
     "make_executable",
 ]
 
@@ -158,6 +159,14 @@ class WheelCache:
             raise InstallError(
                 f"another process is still unpacking {wheel.path.name} (lock: {lock.lock_file})"
             ) from None
+
+
+def load_unpacked(home: Path) -> UnpackedWheel:
+    """The unpacked wheel at `home` (cache_root/unpacked/<sha256>), which must be complete."""
+    loaded = _load_manifest(home)
+    if loaded is None:
+        raise InstallError(f"{home} is not a complete unpacked wheel (no readable manifest)")
+    return loaded
 
 
 def _load_manifest(home: Path) -> UnpackedWheel | None:

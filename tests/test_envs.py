@@ -155,6 +155,56 @@ def test_a_create_asks_the_index_before_loading_what_only_the_build_needs(
     assert first == []
 
 
+_HELPERS_SCRIPT = """
+import json, sys
+import nbenv.unpacking as unpacking
+from nbenv.resolve.pypi import PypiResolver
+seen = {}
+resolve = PypiResolver.resolve
+def record(self):
+    seen["helper before resolving"] = "nbenv.downloading" in sys.modules
+    return resolve(self)
+PypiResolver.resolve = record
+started = unpacking.UnpackWorkers.__init__
+def workers(self, root, processes):
+    started(self, root, processes)
+    seen.setdefault("workers", []).append([type(p).__name__ for p in self._procs])
+unpacking.UnpackWorkers.__init__ = workers
+from nbenv.envs import BuildOptions, create_env
+from nbenv.resolve.cache import CachePolicy
+from nbenv.spec import parse_request
+policy = CachePolicy[sys.argv[2]]
+create_env(parse_request(["alpha", "--index-url", sys.argv[1]]),
+           BuildOptions(register_kernel=False, compile_bytecode=False, policy=policy))
+print(json.dumps(seen))
+"""
+
+
+def test_a_first_create_starts_its_helper_processes_before_resolving(
+    index: IndexServer, isolated_env: IsolatedEnv
+) -> None:
+    # A project never asked for before: its wheels will be downloaded and unpacked, so the
+    # download process starts before the resolve; the workers are forked (one thread yet).
+    def run(policy: str) -> dict[str, object]:
+        out = subprocess.run(
+            [sys.executable, "-c", _HELPERS_SCRIPT, index.url, policy],
+            capture_output=True, text=True, timeout=120, env=os.environ.copy(),
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        seen: dict[str, object] = json.loads(out.stdout)
+        return seen
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    forked = (
+        [["_Forked"] * min(cpus or 1, 4)] if sys.platform == "linux" and (cpus or 1) > 1 else []
+    )
+    first = run("DEFAULT")
+    assert first == {"helper before resolving": True, **({"workers": forked} if forked else {})}
+    again = run("REFRESH")  # its page is cached: nothing says it must download
+    assert again.get("helper before resolving") is False
+    assert again.get("workers", []) == forked  # forked all the same: they link the wheels
+
+
 def test_same_request_again_needs_no_network(env_index: IndexServer, fast_cache: Path) -> None:
     first = create(env_index, "alpha")
     env_index.clear_log()

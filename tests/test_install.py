@@ -769,3 +769,148 @@ def test_linking_each_wheel_as_it_unpacks_still_checks_conflicts(
                        unpacker=unpacker, link_early=True)  # fmt: skip
     assert caught.value.path.endswith(os.path.join("ns", "one.py"))
     assert set(caught.value.wheels) == {one.name, clash.name}
+
+
+# --- installing in the worker processes -----------------------------------------------------
+
+
+def tree_with_records(env: Path) -> dict[str, Any]:
+    """Every installed file of an env: bytes, executable bit, and each RECORD's rows in
+    order-free form (the venv's own activate scripts aside: they name the env)."""
+    out: dict[str, Any] = {}
+    for root in (site_packages(env), env_python(env).parent, env / "share"):
+        for path in sorted(root.rglob("*")):
+            if path.name.lower().startswith("activate"):
+                continue
+            if path.is_file() and not path.is_symlink():
+                key = str(path.relative_to(env))
+                data = path.read_bytes()
+                if path.name == "RECORD":
+                    out[key] = sorted(data.decode().splitlines())
+                else:
+                    out[key] = (data.replace(str(env).encode(), b"<env>"),
+                                os.access(path, os.X_OK))  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize("fork", [True, False])
+def test_worker_processes_install_what_threads_install(
+    tmp_path: Path, wheel_dir: Path, cache_root: Path, fork: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nbenv.unpacking as unpacking
+
+    monkeypatch.setattr(unpacking, "can_fork", lambda: fork)
+    wheels = [alpha_wheel(wheel_dir), beta_wheel(wheel_dir)]  # scripts, .data, REQUESTED
+    env = make_env(tmp_path)  # one path for both: scripts (and RECORD) name it
+    with Unpacker(cache_root) as threads:
+        install_wheels(env, wheels, cache_root=cache_root, unpacker=threads, link_early=True)
+    by_threads = tree_with_records(env)
+    env.rename(tmp_path / "threads")
+    make_env(tmp_path)
+    recorder = Recorder()
+    with Unpacker(cache_root, processes=2) as procs:
+        kind = type(procs.workers._procs[0]).__name__  # type: ignore[union-attr]
+        report = install_wheels(env, wheels, cache_root=cache_root, unpacker=procs,
+                                link_early=True, reporter=recorder)  # fmt: skip
+    assert kind == ("_Forked" if fork else "Popen")
+    assert tree_with_records(env) == by_threads
+    assert report.wheels == 2 and report.linked > 0 and report.written > 0
+    assert ("progress", "installing wheels", "2", "2") in recorder.events
+    cached = WheelCache(cache_root).unpacked(wheels[0]).tree / "alpha" / "__init__.py"
+    assert cached.stat().st_nlink == 3  # the cache and both envs: linked, not copied
+    done = run([str(env / "bin" / "alpha-cli")])
+    assert done.stdout == "alpha cli ok\n", done.stderr
+
+
+def test_a_path_a_worker_finds_taken_is_a_conflict_unless_shared(
+    tmp_path: Path, wheel_dir: Path, cache_root: Path
+) -> None:
+    # The parent checks conflicts before sending a wheel; a worker that finds a path taken
+    # reports it, and only the parent (which knows every wheel's paths) may call it shared.
+    from nbenv.unpacking import UnpackWorkers
+    from nbenv.venv import query_layout
+
+    namespace = "__path__ = __import__('pkgutil').extend_path(__path__, __name__)\n"
+    modules = {"ns/__init__.py": namespace, "ns/one.py": ""}
+    one = to_install(build_wheel(wheel_dir / "ns", "ns-one", "1.0", modules=modules),
+                     requested=True)  # fmt: skip
+    env = make_env(tmp_path)
+    stray = site_packages(env) / "ns" / "__init__.py"  # put there by something else
+    stray.parent.mkdir()
+    stray.write_text("stray = 1\n")
+    with (
+        Unpacker(cache_root, processes=1) as unpacker,
+        pytest.raises(
+            InstallConflictError,
+            match=r"ns_one-1.0-py3-none-any.whl would overwrite .*ns/__init__.py, already in",
+        ),
+    ):
+        install_wheels(env, [one], cache_root=cache_root, unpacker=unpacker, link_early=True)
+    assert stray.read_text() == "stray = 1\n"
+
+    other = make_env(tmp_path, "other")
+    layout = query_layout(env_python(other), other)
+    (Path(layout.purelib) / "ns").mkdir()
+    (Path(layout.purelib) / "ns" / "__init__.py").write_text(namespace)  # another wheel's
+    workers = UnpackWorkers(cache_root, 1)
+    try:
+        unpacked, _ = workers.submit(one).result(timeout=60)
+        done = workers.install(unpacked, layout, str(env_python(other)), "auto",
+                               requested=True).result(timeout=60)  # fmt: skip
+    finally:
+        workers.close()
+    assert done.taken == (os.path.join(layout.purelib, "ns", "__init__.py"),)
+    assert (Path(layout.purelib) / "ns" / "one.py").exists()
+    assert (Path(layout.purelib) / "ns_one-1.0.dist-info" / "REQUESTED").exists()
+
+
+_FORK_SCRIPT = """
+import json, os, sys
+from pathlib import Path
+from nbenv.unpacking import UnpackWorkers, can_fork
+from nbenv.wheelcache import WheelToInstall
+print(json.dumps(can_fork()))
+workers = UnpackWorkers(Path(sys.argv[1]), 2)
+print(json.dumps([type(p).__name__ for p in workers._procs]))
+pids = [p.pid for p in workers._procs]
+wheel = WheelToInstall(Path(sys.argv[2]), sys.argv[3], verified=False)
+unpacked, fresh = workers.submit(wheel).result(timeout=60)
+print(json.dumps([fresh, unpacked.filename]))
+victim = workers._procs[0]
+workers.close()
+print(json.dumps([p.poll() for p in workers._procs]))
+gone = []
+for pid in pids:
+    try:
+        os.kill(pid, 0)
+        gone.append(False)
+    except ProcessLookupError:
+        gone.append(True)
+print(json.dumps(gone))
+"""
+
+
+def test_workers_are_forked_from_a_one_thread_process_and_end_with_it(
+    wheel_dir: Path, cache_root: Path
+) -> None:
+    wheel = alpha_wheel(wheel_dir)
+    done = run([sys.executable, "-c", _FORK_SCRIPT, str(cache_root), str(wheel.path),
+                wheel.sha256])  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert lines[0] is (sys.platform == "linux")
+    assert lines[1] == (["_Forked"] * 2 if sys.platform == "linux" else ["Popen"] * 2)
+    assert lines[2] == [True, wheel.path.name]
+    assert lines[3] == [0, 0]  # each saw its end of the pipe and exited cleanly
+    assert lines[4] == [True, True]  # reaped: no zombie left
+
+
+def test_a_process_with_threads_does_not_fork_its_workers() -> None:
+    code = (
+        "import threading, time\n"
+        "from nbenv.unpacking import can_fork\n"
+        "threading.Thread(target=time.sleep, args=(1,), daemon=True).start()\n"
+        "print(can_fork())\n"
+    )
+    done = run([sys.executable, "-c", code])
+    assert done.stdout.strip() == "False", done.stderr

@@ -75,6 +75,10 @@ class ResolveCache:
         digest = meta.get("sha256") or hashlib.sha256(body).hexdigest()
         return CachedPage(meta["url"], meta["content_type"], body, digest, fresh)
 
+    def has_page(self, url: str) -> bool:
+        """Whether a copy of the page is here, of any age (nothing is read)."""
+        return self._page_path(url).exists()
+
     def put_page(
         self, url: str, content_type: str, body: bytes, final_url: str | None = None
     ) -> str:

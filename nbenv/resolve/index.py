@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from html.parser import HTMLParser
@@ -84,6 +84,16 @@ class ProjectPage:
 def project_url(index_url: str, name: str) -> str:
     base = index_url if index_url.endswith("/") else index_url + "/"
     return urljoin(base, canonicalize_name(name) + "/")
+
+
+def never_asked(cache: ResolveCache, indexes: Sequence[str], names: Iterable[str]) -> bool:
+    """Whether one of the projects `names` was never asked of `indexes` by an earlier run
+    (no copy of its page in `cache`, of any age): its files are surely not cached yet."""
+    for name in names:
+        urls = [project_url(strip_userinfo(index), name) for index in indexes]
+        if urls and not any(cache.has_page(url) for url in urls):
+            return True
+    return False
 
 
 def _hashes(value: object) -> tuple[tuple[str, str], ...]:

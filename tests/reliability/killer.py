@@ -5,9 +5,10 @@
 A Python audit hook (PEP 578) watches the process's own file operations; at the N-th
 `EVENT` (`open-w`: a file opened for writing; `os.rename`, `os.replace`, `os.link`,
 `os.mkdir`; several joined by `|`) whose path contains SUBSTRING (every part of it, when
-joined by `&`), it kills the process with SIGKILL before the
-operation happens (nbenv's download helper process gets the same hook, and a kill there
-takes the CLI with it). The phase is named by the files it writes (a `.part` renamed into the
+joined by `&`), it kills the process with SIGKILL before the operation happens. nbenv's
+download helper process gets the same hook, and the worker processes forked from the CLI
+inherit it; a kill in either takes the CLI with it, as a kill of the command's process
+group would. The phase is named by the files it writes (a `.part` renamed into the
 download cache, a file extracted under `unpacked/.tmp-`, a hardlink into `envs/.build-`,
 kernel.json, a lock's temp file replacing the lock), so nbenv itself carries no test hook
 and pays nothing for this.
@@ -42,7 +43,9 @@ def _pause(folder: str) -> None:
 
 def install(event: str, substring: str, count: int, *, helper: bool = False) -> None:
     """`helper`: this is nbenv's download helper; the kill takes its parent (the CLI) too,
-    as a kill of the command's process group would."""
+    as a kill of the command's process group would. So does a kill in a worker forked
+    from the CLI (nbenv.unpacking): the hook is inherited with the rest of the process."""
+    origin = os.getpid()
     seen = 0
     fired = False
     events = set(event.split("|"))
@@ -68,7 +71,7 @@ def install(event: str, substring: str, count: int, *, helper: bool = False) -> 
             fired = True
             pause = os.environ.get("NBENV_TEST_PAUSE_DIR")
             if pause is None:
-                if helper:
+                if helper or os.getpid() != origin:
                     os.kill(os.getppid(), signal.SIGKILL)
                 os.kill(os.getpid(), signal.SIGKILL)
             _pause(pause)
