@@ -55,7 +55,11 @@ _Result = tuple["UnpackedWheel", bool]
 _Task = tuple[dict[str, Any], "Future[Any]", Callable[[dict[str, Any]], Any], str]
 _Job = tuple[int, int, "_Task | None"]
 _MAX_PROCESSES = 4
-_INSTALLS_FIRST = -(1 << 62)  # before any unpack waiting: a wheel installs in milliseconds
+# The queue's order: unpacks first, biggest first (the last big unpack ends the build:
+# it must not wait behind installs), then installs, then the workers' stop signals.
+_INSTALLS = 1 << 40
+_STOP = 1 << 62
+_NICE = 10  # added to the workers' nice value (see _lower_priority)
 
 
 @dataclass(frozen=True)
@@ -68,8 +72,9 @@ class Installed:
 
 
 class UnpackWorkers:
-    """`processes` worker processes fed from one queue: installs first, then unpacks,
-    biggest wheel first, so the long unpacks start early and the small ones fill the gaps.
+    """`processes` worker processes fed from one queue: unpacks first, biggest wheel
+    first, so the long unpacks start early and the small ones fill the gaps; installs
+    after them.
     Thread-safe."""
 
     def __init__(self, cache_root: Path, processes: int) -> None:
@@ -140,7 +145,7 @@ class UnpackWorkers:
 
         future: Future[Installed] = Future()
         with self._lock:
-            self._put(_INSTALLS_FIRST - len(wheel.files),
+            self._put(_INSTALLS - len(wheel.files),
                       (job, future, settle, f"installing {wheel.filename}"))  # fmt: skip
         return future
 
@@ -163,7 +168,7 @@ class UnpackWorkers:
             for proc in self._procs:
                 proc.kill()
         for _ in self._threads:
-            self._jobs.put((1, next(self._order), None))  # after every real job
+            self._jobs.put((_STOP, next(self._order), None))  # after every real job
         for thread in self._threads:
             thread.join()
         for proc in self._procs:
@@ -271,6 +276,7 @@ class _Forked:
                         with contextlib.suppress(OSError):
                             os.close(fd)
                 signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
+                _lower_priority()
                 with (
                     open(0, encoding="utf-8", closefd=False) as stdin,
                     open(1, "w", encoding="utf-8", closefd=False) as stdout,
@@ -309,6 +315,16 @@ class _Forked:
 
 
 _Worker = subprocess.Popen[str] | _Forked
+
+
+def _lower_priority() -> None:
+    """Workers run at a lower priority than the command that started them: while wheels
+    still download, the download process (and the resolver) come first, and they are
+    what the build waits for; a wheel unpacked sooner is not (set B cold: 2.14 s at the
+    same priority, 1.98 s at nice 10, 8 alternating runs each). With more CPUs than work,
+    nothing changes."""
+    with contextlib.suppress(OSError):
+        os.nice(_NICE)
 
 
 def _open_fds() -> list[int]:
@@ -446,6 +462,7 @@ class _Notes:  # a Reporter that keeps the notes, to send them back
 
 
 if __name__ == "__main__":
+    _lower_priority()
     with contextlib.suppress(KeyboardInterrupt):
         _work(sys.stdin, sys.stdout)
     os._exit(0)  # nothing to finalise; skips the interpreter's teardown

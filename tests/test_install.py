@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import warnings
 import zipfile
 from pathlib import Path
@@ -876,6 +877,8 @@ pids = [p.pid for p in workers._procs]
 wheel = WheelToInstall(Path(sys.argv[2]), sys.argv[3], verified=False)
 unpacked, fresh = workers.submit(wheel).result(timeout=60)
 print(json.dumps([fresh, unpacked.filename]))
+mine = os.getpriority(os.PRIO_PROCESS, 0)
+print(json.dumps([os.getpriority(os.PRIO_PROCESS, pid) - mine for pid in pids]))
 victim = workers._procs[0]
 workers.close()
 print(json.dumps([p.poll() for p in workers._procs]))
@@ -901,8 +904,31 @@ def test_workers_are_forked_from_a_one_thread_process_and_end_with_it(
     assert lines[0] is (sys.platform == "linux")
     assert lines[1] == (["_Forked"] * 2 if sys.platform == "linux" else ["Popen"] * 2)
     assert lines[2] == [True, wheel.path.name]
-    assert lines[3] == [0, 0]  # each saw its end of the pipe and exited cleanly
-    assert lines[4] == [True, True]  # reaped: no zombie left
+    assert lines[3] == [min(10, 19 - os.getpriority(os.PRIO_PROCESS, 0))] * 2  # yield to the CLI
+    assert lines[4] == [0, 0]  # each saw its end of the pipe and exited cleanly
+    assert lines[5] == [True, True]  # reaped: no zombie left
+
+
+def test_started_workers_run_at_a_lower_priority_too(
+    cache_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nbenv.unpacking as unpacking
+
+    monkeypatch.setattr(unpacking, "can_fork", lambda: False)
+    workers = unpacking.UnpackWorkers(cache_root, 1)
+    try:
+        proc = workers._procs[0]
+        assert type(proc).__name__ == "Popen"
+        wanted = min(10, 19 - os.getpriority(os.PRIO_PROCESS, 0))
+        deadline = time.monotonic() + 30  # it lowers its own priority as it starts
+        while True:
+            drop = os.getpriority(os.PRIO_PROCESS, proc.pid) - os.getpriority(os.PRIO_PROCESS, 0)
+            if drop == wanted or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+    finally:
+        workers.close()
+    assert drop == wanted
 
 
 def test_a_process_with_threads_does_not_fork_its_workers() -> None:
