@@ -36,10 +36,11 @@ from typing import IO, Any
 
 from nbenv.errors import DownloadError, HashMismatchError, NbenvError
 from nbenv.fetch import Artifact, DownloadCancelled, Fetcher, StopSignal
+from nbenv.forking import Forked
 from nbenv.net.http import HttpClient
 from nbenv.report import NullReporter
 
-__all__ = ["DownloadProcess"]
+__all__ = ["DownloadProcess", "serve"]
 
 _Local = Callable[[Artifact, StopSignal], Path]
 _COMMAND = [sys.executable, "-m", "nbenv.downloading"]  # the helper
@@ -56,9 +57,11 @@ class DownloadProcess:
         progress: Callable[[str, int], None],
         note: Callable[[str], None],
         local: _Local,
+        process: Forked | None = None,
     ) -> None:
         """`progress(sha256, bytes)` and `note(text)` relay the helper's reports; `local`
-        downloads one file in this process, should the helper be gone."""
+        downloads one file in this process, should the helper be gone. `process`: the
+        helper, forked already (`serve`), else one is started here."""
         self._progress = progress
         self._note = note
         self._local = local
@@ -67,16 +70,17 @@ class DownloadProcess:
         self._ids = itertools.count()
         self._gone = False
         self._closing = False
-        self._proc: subprocess.Popen[str] | None = None
+        self._proc: subprocess.Popen[str] | Forked | None = process
         try:
-            self._proc = subprocess.Popen(
-                _COMMAND,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-                encoding="utf-8",
-                close_fds=True,
-            )
+            if self._proc is None:
+                self._proc = subprocess.Popen(
+                    _COMMAND,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    encoding="utf-8",
+                    close_fds=True,
+                )
             self._send({"cache": str(cache_root), "client": client.settings()})
         except OSError:
             self._gone = True  # every download then runs here
@@ -300,8 +304,13 @@ def _answering(
     return answer
 
 
-if __name__ == "__main__":
+def serve(stdin: IO[str], stdout: IO[str]) -> None:
+    """The helper's side, on these pipes (a forked helper's target)."""
     with contextlib.suppress(KeyboardInterrupt):
-        _work(sys.stdin, sys.stdout)
-    sys.stdout.flush()
+        _work(stdin, stdout)
+    stdout.flush()
+
+
+if __name__ == "__main__":
+    serve(sys.stdin, sys.stdout)
     os._exit(0)  # nothing to finalise; skips the interpreter's teardown

@@ -167,6 +167,7 @@ def create_env(
             return found
 
     # imported here: finding an existing env (a kernel's every `%%pypi` cell) needs none
+    from nbenv.forking import Forked, can_fork
     from nbenv.net.http import HttpClient
 
     client = HttpClient.for_index_settings(settings, Credentials([*indexes, *settings.find_links]))
@@ -177,6 +178,7 @@ def create_env(
         cleanup.callback(client.close)
         resolver: PypiResolver | None = None
         forked: UnpackWorkers | None = None
+        downloads: Forked | None = None
         cold = False
         if given is None:
             if policy is not CachePolicy.OFFLINE:
@@ -184,7 +186,10 @@ def create_env(
                 # Worker processes (they unpack, and link any build's wheels into its env)
                 # forked now, while this process has one thread: a few ms here, and their
                 # imports run on a core the resolve leaves idle.
-                forked = _fork_workers()
+                if cold and helper and can_fork():  # the download process, forked likewise
+                    downloads = Forked("nbenv.downloading:serve")
+                    cleanup.callback(downloads.close)  # once the Fetcher is done with it
+                forked = _fork_workers()  # last: they come with threads to serve them
                 if forked is not None:
                     cleanup.callback(forked.close, cancel=True)  # once the Unpacker is done
                 client.prepare()  # its TLS set-up overlaps the imports below
@@ -223,7 +228,7 @@ def create_env(
                 # Wheels to download and unpack for sure: the helper processes start now,
                 # while a core is idle (the first ~0.4 s of a cold create), not at the
                 # first pins, when both cores are busy.
-                fetcher.start_helper()
+                fetcher.start_helper(downloads)
                 unpacker.start_processes()  # unless forked already
         if given is not None:
             lock = given
@@ -313,7 +318,8 @@ def build_in_store(
 
 def _fork_workers() -> UnpackWorkers | None:
     """Worker processes forked from this process, if it can fork them (nbenv.unpacking)."""
-    from nbenv.unpacking import UnpackWorkers, can_fork, process_budget
+    from nbenv.forking import can_fork
+    from nbenv.unpacking import UnpackWorkers, process_budget
 
     budget, _ = process_budget()
     if not budget or not can_fork():

@@ -45,6 +45,7 @@ from nbenv.report import NullReporter, Reporter
 
 if TYPE_CHECKING:
     from nbenv.downloading import DownloadProcess
+    from nbenv.forking import Forked
 
 __all__ = ["Artifact", "Fetcher"]
 
@@ -260,21 +261,22 @@ class Fetcher:
                 if job is not None and job.future.done():
                     del self._jobs[sha]
 
-    def start_helper(self) -> None:
-        """Start the download process now rather than at the first download (its start-up,
-        ~0.1 s of CPU, then overlaps work that leaves a core idle)."""
+    def start_helper(self, process: Forked | None = None) -> None:
+        """Start the download process now rather than at the first download (its start-up
+        then overlaps work that leaves a core idle); `process`: one forked already
+        (running nbenv.downloading.serve), which this fetcher then owns."""
         with self._lock:
             if self._helper_wanted and not self._closed:
-                self._start_helper()
+                self._start_helper(process)
 
-    def _start_helper(self) -> DownloadProcess:
+    def _start_helper(self, process: Forked | None = None) -> DownloadProcess:
         """Called with self._lock held."""
         if self._helper is None:
             from nbenv.downloading import DownloadProcess
 
             self._helper = DownloadProcess(
                 self.root.parent, self.client, progress=self._progress.set,
-                note=self.reporter.note, local=self._obtain,
+                note=self.reporter.note, local=self._obtain, process=process,
             )  # fmt: skip
         return self._helper
 

@@ -23,11 +23,9 @@ import itertools
 import json
 import os
 import queue
-import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from collections.abc import Set as AbstractSet
 from concurrent.futures import Future
@@ -42,6 +40,7 @@ from nbenv.errors import (
     UnsafeWheelError,
     UsageError,
 )
+from nbenv.forking import Forked, can_fork
 
 if TYPE_CHECKING:  # imported where used: forking workers early needs only this module
     from nbenv.linking import Tally
@@ -238,16 +237,9 @@ def process_budget() -> tuple[int, bool]:
     return (0 if not cpus or cpus < 2 else min(cpus, _MAX_PROCESSES)), False
 
 
-def can_fork() -> bool:
-    """Whether workers can be forked from this process (Linux, while it runs one thread):
-    no interpreter start-up and none of the imports it has done, ~0.1 s of CPU less per
-    worker. Forking a process with other threads could copy a lock some thread holds."""
-    return sys.platform == "linux" and threading.active_count() == 1
-
-
 def _start() -> _Worker:
     if can_fork():
-        return _Forked()
+        return Forked(_work, nice=_NICE)
     return subprocess.Popen(
         [sys.executable, "-m", "nbenv.unpacking"],
         stdin=subprocess.PIPE,
@@ -258,80 +250,17 @@ def _start() -> _Worker:
     )
 
 
-class _Forked:
-    """`python -m nbenv.unpacking` as a fork of this process, with Popen's interface."""
-
-    def __init__(self) -> None:
-        jobs_in, jobs_out = os.pipe()
-        answers_in, answers_out = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the worker: never returns into the caller's code
-            try:
-                os.dup2(jobs_in, 0)
-                os.dup2(answers_out, 1)
-                # nothing else of the parent's: another worker's pipe held open here would
-                # keep it from seeing its end
-                for fd in _open_fds():
-                    if fd > 2:
-                        with contextlib.suppress(OSError):
-                            os.close(fd)
-                signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
-                _lower_priority()
-                with (
-                    open(0, encoding="utf-8", closefd=False) as stdin,
-                    open(1, "w", encoding="utf-8", closefd=False) as stdout,
-                ):
-                    _work(stdin, stdout)
-            except BaseException:
-                os._exit(1)
-            os._exit(0)
-        os.close(jobs_in)
-        os.close(answers_out)
-        self.pid = pid
-        self.returncode: int | None = None
-        self.stdin: IO[str] | None = open(jobs_out, "w", encoding="utf-8")  # noqa: SIM115
-        self.stdout: IO[str] | None = open(answers_in, encoding="utf-8")  # noqa: SIM115
-
-    def poll(self) -> int | None:
-        if self.returncode is None:
-            with contextlib.suppress(ChildProcessError):
-                pid, status = os.waitpid(self.pid, os.WNOHANG)
-                if pid:
-                    self.returncode = os.waitstatus_to_exitcode(status)
-        return self.returncode
-
-    def wait(self, timeout: float | None = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.poll() is None:
-            if deadline is not None and time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout or 0)
-            time.sleep(0.005)
-        assert self.returncode is not None
-        return self.returncode
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
-
-
-_Worker = subprocess.Popen[str] | _Forked
+_Worker = subprocess.Popen[str] | Forked
 
 
 def _lower_priority() -> None:
-    """Workers run at a lower priority than the command that started them: while wheels
-    still download, the download process (and the resolver) come first, and they are
-    what the build waits for; a wheel unpacked sooner is not (set B cold: 2.14 s at the
-    same priority, 1.98 s at nice 10, 8 alternating runs each). With more CPUs than work,
-    nothing changes."""
+    """A started worker's `_NICE` (a forked one gets it from `Forked`): workers run at a
+    lower priority than the command that started them. While wheels still download, the
+    download process (and the resolver) come first, and they are what the build waits
+    for; a wheel unpacked sooner is not (set B cold: 2.14 s at the same priority, 1.98 s
+    at nice 10, 8 alternating runs each). With more CPUs than work, nothing changes."""
     with contextlib.suppress(OSError):
         os.nice(_NICE)
-
-
-def _open_fds() -> list[int]:
-    try:
-        return [int(name) for name in os.listdir("/proc/self/fd")]
-    except OSError:
-        return list(range(3, 1024))
 
 
 def _stop(proc: _Worker) -> None:

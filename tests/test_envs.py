@@ -162,7 +162,7 @@ from nbenv.resolve.pypi import PypiResolver
 seen = {}
 resolve = PypiResolver.resolve
 def record(self):
-    seen["helper before resolving"] = "nbenv.downloading" in sys.modules
+    seen["helper before resolving"] = "downloads" in seen
     return resolve(self)
 PypiResolver.resolve = record
 started = unpacking.UnpackWorkers.__init__
@@ -170,6 +170,12 @@ def workers(self, root, processes):
     started(self, root, processes)
     seen.setdefault("workers", []).append([type(p).__name__ for p in self._procs])
 unpacking.UnpackWorkers.__init__ = workers
+import nbenv.downloading as downloading
+made = downloading.DownloadProcess.__init__
+def download_process(self, *args, **kwargs):
+    made(self, *args, **kwargs)
+    seen["downloads"] = type(self._proc).__name__
+downloading.DownloadProcess.__init__ = download_process
 from nbenv.envs import BuildOptions, create_env
 from nbenv.resolve.cache import CachePolicy
 from nbenv.spec import parse_request
@@ -194,11 +200,12 @@ def test_a_first_create_starts_its_helper_processes_before_resolving(
         seen: dict[str, object] = json.loads(out.stdout)
         return seen
 
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    forked = (
-        [["_Forked"] * min(cpus or 1, 4)] if sys.platform == "linux" and (cpus or 1) > 1 else []
-    )
+    from nbenv.unpacking import process_budget
+
+    budget, _ = process_budget()
+    forked = [["Forked"] * budget] if sys.platform == "linux" and budget else []
     first = run("DEFAULT")
+    assert first.pop("downloads") == ("Forked" if sys.platform == "linux" else "Popen")
     assert first == {"helper before resolving": True, **({"workers": forked} if forked else {})}
     again = run("REFRESH")  # its page is cached: nothing says it must download
     assert again.get("helper before resolving") is False

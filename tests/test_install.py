@@ -813,7 +813,7 @@ def test_worker_processes_install_what_threads_install(
         kind = type(procs.workers._procs[0]).__name__  # type: ignore[union-attr]
         report = install_wheels(env, wheels, cache_root=cache_root, unpacker=procs,
                                 link_early=True, reporter=recorder)  # fmt: skip
-    assert kind == ("_Forked" if fork else "Popen")
+    assert kind == ("Forked" if fork else "Popen")
     assert tree_with_records(env) == by_threads
     assert report.wheels == 2 and report.linked > 0 and report.written > 0
     assert ("progress", "installing wheels", "2", "2") in recorder.events
@@ -902,7 +902,7 @@ def test_workers_are_forked_from_a_one_thread_process_and_end_with_it(
     assert done.returncode == 0, done.stderr
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert lines[0] is (sys.platform == "linux")
-    assert lines[1] == (["_Forked"] * 2 if sys.platform == "linux" else ["Popen"] * 2)
+    assert lines[1] == (["Forked"] * 2 if sys.platform == "linux" else ["Popen"] * 2)
     assert lines[2] == [True, wheel.path.name]
     assert lines[3] == [min(10, 19 - os.getpriority(os.PRIO_PROCESS, 0))] * 2  # yield to the CLI
     assert lines[4] == [0, 0]  # each saw its end of the pipe and exited cleanly
