@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import IO
 
-__all__ = ["Forked", "can_fork"]
+__all__ = ["Forked", "can_fork", "stop"]
 
 
 def can_fork() -> bool:
@@ -99,16 +99,21 @@ class Forked:
             os.kill(self.pid, signal.SIGKILL)
 
     def close(self) -> None:
-        """End it: its input closed (it finishes the job at hand), killed after 10 s."""
-        for stream in (self.stdin, self.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
-        try:
-            self.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            self.wait()
+        stop(self)
+
+
+def stop(helper: subprocess.Popen[str] | Forked) -> None:
+    """End a helper, forked or started: its input closed (it finishes the job at hand and
+    leaves), killed if it is still there 10 s later."""
+    for stream in (helper.stdin, helper.stdout):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
+    try:
+        helper.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        helper.kill()
+        helper.wait()
 
 
 def _open_fds() -> list[int]:

@@ -40,7 +40,7 @@ from nbenv.errors import (
     UnsafeWheelError,
     UsageError,
 )
-from nbenv.forking import Forked, can_fork
+from nbenv.forking import Forked, can_fork, stop
 
 if TYPE_CHECKING:  # imported where used: forking workers early needs only this module
     from nbenv.linking import Tally
@@ -171,7 +171,7 @@ class UnpackWorkers:
         for thread in self._threads:
             thread.join()
         for proc in self._procs:
-            _stop(proc)
+            stop(proc)
 
     def _drain(self) -> None:
         while True:
@@ -261,18 +261,6 @@ def _lower_priority() -> None:
     at nice 10, 8 alternating runs each). With more CPUs than work, nothing changes."""
     with contextlib.suppress(OSError):
         os.nice(_NICE)
-
-
-def _stop(proc: _Worker) -> None:
-    for stream in (proc.stdin, proc.stdout):
-        if stream is not None:
-            with contextlib.suppress(OSError):
-                stream.close()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def _size(path: Path) -> int:
