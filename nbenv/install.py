@@ -291,22 +291,24 @@ def _link_as_unpacked(
             reporter.progress(_STAGE_INSTALL, linked, len(wheels))
         return tally
 
-    def installed(index: int, future: Future[Installed]) -> Tally:
+    def progressed(future: Future[Installed]) -> None:
         nonlocal linked
+        if not future.cancelled() and future.exception() is None:
+            with count:
+                linked += 1
+                reporter.progress(_STAGE_INSTALL, linked, len(wheels))
+
+    def installed(index: int, future: Future[Installed]) -> Tally:
         done = future.result()
-        with count:
-            for note in done.notes:
-                if note not in notes:
-                    notes.add(note)
-                    reporter.note(note)
+        for note in done.notes:
+            if note not in notes:
+                notes.add(note)
+                reporter.note(note)
         # a path found taken is fine if another wheel places it with identical bytes
         # (`shared` has every wheel's claims by now); anything else is a conflict
         for path in done.taken:
             if path not in shared:
                 raise InstallConflictError(path, (got[index][0].filename,))
-        with count:
-            linked += 1
-            reporter.progress(_STAGE_INSTALL, linked, len(wheels))
         return done.tally
 
     with ThreadPoolExecutor(max(1, workers), "nbenv-install") as pool:
@@ -319,11 +321,10 @@ def _link_as_unpacked(
                 names[index] = got[index][0].filename
                 _claim(layout, got[index][0], index, owners, shared, names)
                 if processes is not None:
-                    unpacked = got[index][0]
-                    sent.append((index, processes.install(
-                        unpacked, layout, interpreter, link_mode,
-                        requested=wheels[index].requested,
-                    )))  # fmt: skip
+                    install = processes.install(got[index][0], layout, interpreter, link_mode,
+                                                requested=wheels[index].requested)  # fmt: skip
+                    install.add_done_callback(progressed)
+                    sent.append((index, install))
                 else:
                     links.append(pool.submit(link, index))
             tallies = [link_future.result() for link_future in links]
@@ -334,9 +335,6 @@ def _link_as_unpacked(
             for _, install_future in sent:
                 install_future.cancel()
             raise
-    if sent:  # in the order of `wheels`, as the threads' tallies are
-        order = [index for index, _ in sent]
-        tallies = [tallies[order.index(index)] for index in range(len(wheels))]
     return [got[index] for index in range(len(wheels))], tallies
 
 
