@@ -6,8 +6,9 @@ processes each have their own, and page-cache writes scale with cores. Installin
 unpacked wheel (a link per file, then its scripts and RECORD) is the same kind of work:
 set B linked in 0.09 s on two workers against 0.17-0.22 s on two threads.
 
-A worker is `python -m nbenv.unpacking`: one job per line on stdin (JSON), one answer per
-line on stdout, nothing else. It unpacks through `nbenv.wheelcache.WheelCache`, so the
+A worker is a fork of the caller when it can be (nbenv.forking: no interpreter start, at a
+lower priority), else `python -m nbenv.unpacking`: one job per line on stdin (JSON), one
+answer per line on stdout, nothing else. It unpacks through `nbenv.wheelcache.WheelCache`, so the
 cache's guarantees (checks before writing, atomic rename, one unpacker per wheel across
 processes) hold as they do on threads; the parent reads the manifest the worker left. It
 installs through nbenv.install's own code; the parent has checked the wheels for conflicts,
@@ -73,8 +74,7 @@ class Installed:
 class UnpackWorkers:
     """`processes` worker processes fed from one queue: unpacks first, biggest wheel
     first, so the long unpacks start early and the small ones fill the gaps; installs
-    after them.
-    Thread-safe."""
+    after them. Thread-safe."""
 
     def __init__(self, cache_root: Path, processes: int) -> None:
         self._cache: WheelCache | None = None
