@@ -324,7 +324,7 @@ def _fork_workers() -> UnpackWorkers | None:
     budget, _ = process_budget()
     if not budget or not can_fork():
         return None
-    return UnpackWorkers(cache_dir(), budget)
+    return UnpackWorkers(cache_dir(), budget, fork=True)
 
 
 def _new_projects(request: EnvRequest, indexes: Sequence[str]) -> bool:

@@ -76,7 +76,8 @@ class UnpackWorkers:
     first, so the long unpacks start early and the small ones fill the gaps; installs
     after them. Thread-safe."""
 
-    def __init__(self, cache_root: Path, processes: int) -> None:
+    def __init__(self, cache_root: Path, processes: int, *, fork: bool = False) -> None:
+        """`fork`: fork the workers (the caller checked `can_fork`), else start them."""
         self._cache: WheelCache | None = None
         self._root = cache_root
         self._jobs: queue.PriorityQueue[_Job] = queue.PriorityQueue()
@@ -85,7 +86,7 @@ class UnpackWorkers:
         self._lock = threading.Lock()
         self._futures: dict[str, Future[_Result]] = {}
         # started now: their interpreter start-up overlaps the downloads
-        self._procs = [_start() for _ in range(max(1, processes))]
+        self._procs = [_start(fork) for _ in range(max(1, processes))]
         self._threads = [
             threading.Thread(target=self._serve, args=(proc,), name="nbenv-unpack", daemon=True)
             for proc in self._procs
@@ -237,8 +238,8 @@ def process_budget() -> tuple[int, bool]:
     return (0 if not cpus or cpus < 2 else min(cpus, _MAX_PROCESSES)), False
 
 
-def _start() -> _Worker:
-    if can_fork():
+def _start(fork: bool) -> _Worker:
+    if fork and can_fork():
         return Forked(_work, nice=_NICE)
     return subprocess.Popen(
         [sys.executable, "-m", "nbenv.unpacking"],

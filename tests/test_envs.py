@@ -166,8 +166,8 @@ def record(self):
     return resolve(self)
 PypiResolver.resolve = record
 started = unpacking.UnpackWorkers.__init__
-def workers(self, root, processes):
-    started(self, root, processes)
+def workers(self, root, processes, **how):
+    started(self, root, processes, **how)
     seen.setdefault("workers", []).append([type(p).__name__ for p in self._procs])
 unpacking.UnpackWorkers.__init__ = workers
 import nbenv.downloading as downloading

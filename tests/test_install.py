@@ -809,8 +809,9 @@ def test_worker_processes_install_what_threads_install(
     env.rename(tmp_path / "threads")
     make_env(tmp_path)
     recorder = Recorder()
-    with Unpacker(cache_root, processes=2) as procs:
-        kind = type(procs.workers._procs[0]).__name__  # type: ignore[union-attr]
+    workers = unpacking.UnpackWorkers(cache_root, 2, fork=fork)
+    with Unpacker(cache_root, started=workers) as procs:
+        kind = type(workers._procs[0]).__name__
         report = install_wheels(env, wheels, cache_root=cache_root, unpacker=procs,
                                 link_early=True, reporter=recorder)  # fmt: skip
     assert kind == ("Forked" if fork else "Popen")
@@ -871,7 +872,7 @@ from pathlib import Path
 from nbenv.unpacking import UnpackWorkers, can_fork
 from nbenv.wheelcache import WheelToInstall
 print(json.dumps(can_fork()))
-workers = UnpackWorkers(Path(sys.argv[1]), 2)
+workers = UnpackWorkers(Path(sys.argv[1]), 2, fork=True)
 print(json.dumps([type(p).__name__ for p in workers._procs]))
 pids = [p.pid for p in workers._procs]
 wheel = WheelToInstall(Path(sys.argv[2]), sys.argv[3], verified=False)
@@ -929,6 +930,16 @@ def test_started_workers_run_at_a_lower_priority_too(
     finally:
         workers.close()
     assert drop == wanted
+
+
+def test_workers_are_started_not_forked_unless_asked(cache_root: Path) -> None:
+    from nbenv.unpacking import UnpackWorkers
+
+    workers = UnpackWorkers(cache_root, 1)  # as an Unpacker makes them: any caller, any time
+    try:
+        assert type(workers._procs[0]).__name__ == "Popen"
+    finally:
+        workers.close()
 
 
 def test_a_process_with_threads_does_not_fork_its_workers() -> None:
