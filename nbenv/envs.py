@@ -225,11 +225,11 @@ def create_env(
 
             unpacker = Unpacker(cache_dir(), adaptive=True, started=forked)
             if cold:
-                # Wheels to download and unpack for sure: the helper processes start now,
-                # while a core is idle (the first ~0.4 s of a cold create), not at the
-                # first pins, when both cores are busy.
+                # Wheels to download for sure: the download process starts now, while a
+                # core is idle (the first ~0.4 s of a cold create), not at the first pins,
+                # when both cores are busy. (Started workers wait for the adaptive rule:
+                # three interpreter starts at once delayed the first download.)
                 fetcher.start_helper(downloads)
-                unpacker.start_processes()  # unless forked already
         if given is not None:
             lock = given
         else:
