@@ -135,13 +135,6 @@ class Unpacker:
             # started before the wheels arrive: their start-up overlaps the downloads
             self._processes = UnpackWorkers(self._root, self._budget)
 
-    def start_processes(self) -> None:
-        """Start the worker processes adaptive mode may use now, before `expect` learns of
-        enough wheels (a caller that knows there will be plenty to unpack)."""
-        with self._lock:
-            if self._budget and self._processes is None:
-                self._processes = UnpackWorkers(self._root, self._budget)
-
     def submit(self, wheel: WheelToInstall) -> Future[tuple[UnpackedWheel, bool]]:
         with self._lock:
             future = self._futures.get(wheel.sha256)
