@@ -676,6 +676,78 @@ def test_broken_wheels_are_refused_alike_on_threads_and_in_processes(
     assert not [p.name for p in unpacked.iterdir() if not p.name.endswith(".lock")]
 
 
+@pytest.fixture(params=["whole", "stream"])
+def inflating(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Deflated members inflated whole by libdeflate, or as a stream (isal or zlib) where
+    libdeflate is missing. Yields the sizes libdeflate was asked to inflate, so a test can
+    tell the whole path ran."""
+    calls: list[int] = []
+    if request.param == "stream":
+        monkeypatch.setattr(wheelcache_module, "_libdeflate", None)
+        return calls
+    libdeflate = wheelcache_module._libdeflate
+    assert libdeflate is not None  # a dependency: this is the path users get
+    inflate = libdeflate.deflate_decompress
+
+    def counted(data: Any, size: int) -> bytearray:
+        calls.append(size)
+        return inflate(data, size)
+
+    monkeypatch.setattr(libdeflate, "deflate_decompress", counted)
+    return calls
+
+
+def test_whole_and_streamed_inflation_unpack_the_same_files(
+    wheel_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = "".join(f"line_{i} = {i * i}\n" for i in range(20_000))  # ~300 KB, deflated
+    big = to_install(build_wheel(wheel_dir / "big", "big", "1.0",
+                                 modules={"big/__init__.py": text}, pad_bytes=50_000))  # fmt: skip
+    wheels = [alpha_wheel(wheel_dir / "alpha"), big]
+    libdeflate = wheelcache_module._libdeflate
+    assert libdeflate is not None
+    inflate = libdeflate.deflate_decompress
+    trees, whole = [], []
+    for way in ("whole", "stream", "mixed"):
+        sizes: list[int] = []
+        with monkeypatch.context() as patch:
+            counted = lambda data, size, seen=sizes: seen.append(size) or inflate(data, size)  # noqa: E731
+            patch.setattr(libdeflate, "deflate_decompress", counted)
+            if way == "stream":
+                patch.setattr(wheelcache_module, "_libdeflate", None)
+            if way == "mixed":  # members above the threshold stream, the rest are whole
+                patch.setattr(wheelcache_module, "_ONE_SHOT", 100_000)
+            cache = WheelCache(tmp_path / way)
+            unpacked = [cache.get(w)[0] for w in wheels]
+        trees.append([(u.files, tree_of(u)) for u in unpacked])
+        whole.append(sizes)
+    assert trees[0] == trees[1] == trees[2]
+    assert len(text) in whole[0] and not whole[1] and len(text) not in whole[2]
+    assert len(whole[2]) == len(whole[0]) - 1  # only the big member streamed
+    assert trees[0][1][1]["big/__init__.py"][0] == text.encode()
+
+
+def test_a_member_longer_than_its_record_says_is_refused(
+    tmp_path: Path, wheel_dir: Path, cache_root: Path, inflating: list[int]
+) -> None:
+    text = "x = 1\n" * 1000
+    good = build_wheel(wheel_dir / "good", "alpha", "1.0", modules={"alpha/__init__.py": text})
+    record_name = "alpha-1.0.dist-info/RECORD"
+    with zipfile.ZipFile(good) as archive:
+        rows = archive.read(record_name).decode().splitlines()
+    row = next(r for r in rows if r.startswith("alpha/__init__.py,"))
+    short = row.rpartition(",")[0] + f",{len(text) - 1}"  # right hash, one byte too few
+    record = "\n".join(short if r == row else r for r in rows) + "\n"
+    bad = rewrite_wheel(good, wheel_dir / good.name, {record_name: record.encode()})
+    wheel = to_install(bad)
+    with pytest.raises(InvalidWheelError, match=r"alpha/__init__.py does not match its RECORD"):
+        WheelCache(cache_root).get(wheel)
+    assert not (cache_root / "unpacked" / wheel.sha256).exists()
+    assert not list((cache_root / "unpacked").glob(".tmp-*"))
+    if wheelcache_module._libdeflate is not None:
+        assert len(text) - 1 in inflating  # tried whole first, then streamed to say why
+
+
 def test_a_worker_process_that_dies_is_a_clear_error(wheel_dir: Path, cache_root: Path) -> None:
     wheel = alpha_wheel(wheel_dir)
     from nbenv.unpacking import UnpackWorkers
