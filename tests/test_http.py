@@ -17,13 +17,13 @@ from cryptography.hazmat.primitives import serialization
 from support import IsolatedEnv
 from support.index_server import IndexServer
 from support.universe import MAIN, Universe
-from support.wheels import sha256_file
+from support.wheels import build_wheel, sha256_file
 
 import nbenv.net.http as http_module
 from nbenv.errors import IndexAccessError, NetworkSettingError
 from nbenv.fetch import Artifact, Fetcher
 from nbenv.net.http import HttpClient
-from nbenv.settings import read_pip_settings
+from nbenv.settings import TlsFiles, read_pip_settings
 
 BETA = "beta-1.0-py3-none-any.whl"
 
@@ -169,6 +169,32 @@ def test_the_helper_process_downloads_with_pips_tls_settings(
         got = fetcher.fetch([wanted])[wanted.sha256]
         assert fetcher._helper is not None  # it was the helper that downloaded
     assert sha256_file(got) == wanted.sha256
+
+
+def test_https_reads_gather_the_records_that_have_arrived(
+    tls: Tls, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nbenv.net.tls_socket import GatheringSSLSocket
+
+    wheel = build_wheel(tmp_path / "wheels", "big", "1.0", pad_bytes=3_000_000)
+    reads: list[tuple[int, float | None, float | None]] = []  # size, timeout before, after
+    recv = GatheringSSLSocket.recv
+
+    def spied(self: GatheringSSLSocket, buflen: int = 1024, flags: int = 0) -> bytes:
+        before = self.gettimeout()
+        data = recv(self, buflen, flags)
+        reads.append((len(data), before, self.gettimeout()))
+        return data
+
+    monkeypatch.setattr(GatheringSSLSocket, "recv", spied)
+    server = IndexServer(tls=tls.server())
+    server.add(wheel)
+    with server, HttpClient(tls=TlsFiles(cert=str(tls.ca_file)), retries=0) as client:
+        result = client.download(server.file_url(wheel.name), tmp_path / "got.whl")
+    assert result.status == 200
+    assert (tmp_path / "got.whl").read_bytes() == wheel.read_bytes()
+    assert max(size for size, _, _ in reads) > 16 * 1024  # more than one TLS record per read
+    assert all(before == after for _, before, after in reads)  # its timeout is left as it was
 
 
 def test_a_cert_setting_that_cannot_be_loaded_names_the_setting(

@@ -459,6 +459,9 @@ def _tls_context(tls: TlsFiles) -> ssl.SSLContext:
                 raise
             raise _bad_file("environment", variable, os.environ[variable], exc,
                             f"{_CA_FILES}, or to be unset") from None  # fmt: skip
+    from nbenv.net.tls_socket import GatheringSSLSocket
+
+    context.sslsocket_class = GatheringSSLSocket  # fewer, fuller reads for httpx (see there)
     if tls.client_cert is not None:
         try:
             # never OpenSSL's own password prompt: in a kernel it would wait for ever
