@@ -25,6 +25,7 @@ import struct
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, cast
@@ -68,6 +69,7 @@ __all__ = [
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _DRIVE = re.compile(r"[A-Za-z]:")
+_BAD_PART = re.compile(r"(?:^|/)\.{0,2}(?:/|$)")  # an empty, "." or ".." path part
 _MANIFEST = "manifest.json"
 _MANIFEST_FORMAT = 1
 _LOCK_TIMEOUT = 900.0  # seconds; unpacking the largest wheels (GPU stacks) takes minutes
@@ -200,8 +202,7 @@ def _unsafe_member(name: str) -> bool:
     """True for a name that could land outside the directory it is unpacked into."""
     if not name or "\\" in name or "\0" in name or name.startswith("/") or _DRIVE.match(name):
         return True
-    parts = name[:-1].split("/") if name.endswith("/") else name.split("/")
-    return any(part in ("", ".", "..") for part in parts)
+    return _BAD_PART.search(name[:-1] if name.endswith("/") else name) is not None
 
 
 @dataclass(frozen=True)
@@ -266,7 +267,8 @@ def _inspect(archive: zipfile.ZipFile, name: str) -> _Checked:
     for member in names:
         if _unsafe_member(member):
             raise UnsafeWheelError(name, member)
-    if len(set(names)) != len(names):
+    unique = set(names)
+    if len(unique) != len(names):
         twice = sorted({n for n in names if names.count(n) > 1})
         raise InvalidWheelError(name, f"it holds {twice[0]!r} more than once")
     try:
@@ -306,16 +308,16 @@ def _inspect(archive: zipfile.ZipFile, name: str) -> _Checked:
         version=source.version,
         dist_info=dist_info,
         root_scheme=Scheme("purelib" if wheel_meta["Root-Is-Purelib"] == "true" else "platlib"),
-        scripts=_script_names(source, name),
+        scripts=_script_names(source, unique, name),
         members=tuple(members),
         records=records,
     )
 
 
-def _script_names(source: WheelFile, name: str) -> tuple[str, ...]:
-    if "entry_points.txt" not in source.dist_info_filenames:
-        return ()
+def _script_names(source: WheelFile, names: AbstractSet[str], name: str) -> tuple[str, ...]:
     member = f"{source.dist_info_dir}/entry_points.txt"
+    if member not in names:  # not `dist_info_filenames`: a commonpath() per member of the wheel
+        return ()
     try:
         entries = list(parse_entrypoints(source.read_dist_info("entry_points.txt")))
     except (AssertionError, AttributeError, ValueError, configparser.Error):

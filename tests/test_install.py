@@ -470,7 +470,17 @@ def traversal_wheel(out: Path, member: str) -> WheelToInstall:
 
 
 @pytest.mark.parametrize(
-    "member", ["../../evil.py", "evil/../../../evil.py", "/tmp/evil.py", "C:/evil.py", "a\\..\\b"]
+    "member",
+    [
+        "../../evil.py",
+        "evil/../../../evil.py",
+        "/tmp/evil.py",
+        "C:/evil.py",
+        "a\\..\\b",
+        "./../evil.py",
+        "evil//../../evil.py",
+        "evil/..",
+    ],  # fmt: skip
 )
 def test_a_wheel_with_a_path_traversal_entry_is_refused_before_writing(
     tmp_path: Path, wheel_dir: Path, cache_root: Path, member: str
