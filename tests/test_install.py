@@ -480,7 +480,7 @@ def traversal_wheel(out: Path, member: str) -> WheelToInstall:
         "./../evil.py",
         "evil//../../evil.py",
         "evil/..",
-    ],  # fmt: skip
+    ],
 )
 def test_a_wheel_with_a_path_traversal_entry_is_refused_before_writing(
     tmp_path: Path, wheel_dir: Path, cache_root: Path, member: str
