@@ -56,6 +56,57 @@ def test_transitive_resolution_with_pep658_and_range_reads(index: IndexServer) -
     assert [r.status for r in beta if r.path.endswith(".metadata")] == [404]
 
 
+def test_a_tail_read_that_lost_the_race_to_the_metadata_file_is_not_parsed(
+    tmp_path: Path,
+) -> None:
+    """The index does not say whether `.metadata` exists: both ways go out at once. The
+    one that answers second must not go on reading the wheel's zip directory."""
+    import threading
+
+    from nbenv.net.http import HttpResponse
+    from nbenv.resolve.cache import ResolveCache
+    from nbenv.resolve.metadata import MetadataFetcher
+
+    wheel = build_wheel(tmp_path / "wheels", "alpha", "1.0", pad_bytes=200_000)
+    data = wheel.read_bytes()
+    url = "https://index.example/files/" + wheel.name
+    metadata = b"Metadata-Version: 2.1\nName: alpha\nVersion: 1.0\n"
+    tail_asked, tail_go, tail_done = threading.Event(), threading.Event(), threading.Event()
+
+    class Client:  # the .metadata answers at once; the tail only once the test says so
+        def get(self, asked: str, headers: dict[str, str] | None = None) -> HttpResponse:
+            if asked == url + ".metadata":
+                assert tail_asked.wait(10)  # both ways are under way
+                return HttpResponse(asked, 200, metadata)
+            assert asked == url and headers and headers["Range"].startswith("bytes=-")
+            tail_asked.set()
+            try:
+                assert tail_go.wait(10)
+                size = int(headers["Range"][len("bytes=-") :])
+                first = len(data) - size
+                span = f"bytes {first}-{len(data) - 1}/{len(data)}"
+                return HttpResponse(asked, 206, data[first:], {"content-range": span})
+            finally:
+                tail_done.set()
+
+    fetcher = MetadataFetcher(Client(), ResolveCache(tmp_path / "cache"))  # type: ignore[arg-type]
+    parsed: list[str] = []
+    from_wheel = fetcher._from_wheel
+    fetcher._from_wheel = lambda f, r: parsed.append(f.filename) or from_wheel(f, r)  # type: ignore[method-assign]
+    file = DistFile(wheel.name, url, "https://index.example/simple/", size=len(data),
+                    hashes=(("sha256", sha256_file(wheel)),))  # fmt: skip
+    try:
+        assert fetcher.get(file).name == "alpha"
+        tail_go.set()
+        assert tail_done.wait(10)
+        fetcher._side.shutdown(wait=True)
+    finally:
+        tail_go.set()
+        fetcher.close()
+    assert parsed == []  # the tail came after the answer: its zip was not read
+    assert fetcher.stats["pep658"] == 1 and fetcher.stats["range"] == 0
+
+
 def test_each_pin_is_told_as_the_resolver_makes_it(index: IndexServer) -> None:
     pins: list[DistFile] = []
     request = parse_request(["alpha", "beta", "--index-url", index.url])

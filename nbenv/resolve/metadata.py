@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import threading
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -181,19 +182,30 @@ class MetadataFetcher:
         # The index does not say whether `.metadata` exists (PyPI's JSON often does not):
         # ask for it and read the wheel's tail at once, and take whichever answers first.
         # Some mirrors take 0.1-0.3 s over a 404 they serve in 20 ms when it is a 200.
+        answered = threading.Event()  # one way answered: the other may stop where it is
         probe = self._side.submit(self._pep658, file)
-        ranged = self._side.submit(self._ranged, file)
+        ranged = self._side.submit(self._ranged, file, answered)
         pending: set[Future[Any]] = {probe, ranged}
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 found: bytes | None = None if future.exception() else future.result()
                 if found is not None:
+                    answered.set()
                     return found
-        return ranged.result()  # neither way worked: the range read's error
+        data = ranged.result()  # neither way worked: this raises the range read's error
+        assert data is not None  # None only once `answered`, and then we returned
+        return data
 
-    def _ranged(self, file: DistFile) -> bytes:
-        return self._from_wheel(file, self._tail(file))
+    def _ranged(self, file: DistFile, answered: threading.Event | None = None) -> bytes | None:
+        """The metadata from the wheel's tail; None if `answered` was set before the tail
+        came (reading a big wheel's zip directory costs 10-40 ms that nobody would use)."""
+        if answered is not None and answered.is_set():
+            return None
+        tail = self._tail(file)
+        if answered is not None and answered.is_set():
+            return None
+        return self._from_wheel(file, tail)
 
     def _pep658(self, file: DistFile) -> bytes | None:
         response = self.client.get(file.url + ".metadata")
