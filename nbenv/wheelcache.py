@@ -465,15 +465,12 @@ def _copy_checked(
     limit = record.size if record.size is not None else None
     size = 0
     try:
-        with archive.open(info) as stream, target.open("xb") as out:
+        with archive.open(info) as stream, target.open("xb", buffering=0) as out:
             while block := stream.read(CHUNK):
                 size += len(block)
                 if limit is not None and size > limit:  # stop a lying entry before it fills disks
                     break
-                sha256.update(block)
-                if other is not None:
-                    other.update(block)
-                out.write(block)
+                _emit(out.fileno(), block, sha256, other, None)
     except _ZIP_READ_ERRORS as exc:
         raise InvalidWheelError(name, f"{info.filename}: its data is corrupt ({exc})") from None
     digest = _b64(sha256.digest())
