@@ -689,7 +689,7 @@ def test_broken_wheels_are_refused_alike_on_threads_and_in_processes(
 @pytest.fixture(params=["whole", "stream"])
 def inflating(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Deflated members inflated whole by libdeflate, or as a stream (isal or zlib) where
-    libdeflate is missing. Yields the sizes libdeflate was asked to inflate, so a test can
+    libdeflate is missing. Gives the sizes libdeflate was asked to inflate, so a test can
     tell the whole path ran."""
     calls: list[int] = []
     if request.param == "stream":
