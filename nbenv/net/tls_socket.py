@@ -2,9 +2,9 @@
 
 TLS delivers a body in records of at most 16 KB, and an `ssl.SSLSocket` read returns one
 record at most. httpx's HTTP/1.1 layers (httpcore, h11) then spend some 40 µs of Python on
-each read: for set B's 96 MB of wheels that was ~0.13 s of the download process's 0.63 s
-of CPU. Gathering the records already received into one read (up to the size asked for)
-cuts the reads, and that cost, about fourfold. Used through `SSLContext.sslsocket_class`.
+each read. Gathering the records already received into one read (up to the 64 KB httpcore
+asks for) cuts the reads about fourfold: downloading set B's 96 MB of wheels took 0.56 s of
+CPU instead of 0.64. Used through `SSLContext.sslsocket_class`.
 """
 
 from __future__ import annotations
