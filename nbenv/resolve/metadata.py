@@ -197,13 +197,13 @@ class MetadataFetcher:
         assert data is not None  # None only once `answered`, and then we returned
         return data
 
-    def _ranged(self, file: DistFile, answered: threading.Event | None = None) -> bytes | None:
+    def _ranged(self, file: DistFile, answered: threading.Event) -> bytes | None:
         """The metadata from the wheel's tail; None if `answered` was set before the tail
         came (reading a big wheel's zip directory costs 10-40 ms that nobody would use)."""
-        if answered is not None and answered.is_set():
+        if answered.is_set():
             return None
         tail = self._tail(file)
-        if answered is not None and answered.is_set():
+        if answered.is_set():
             return None
         return self._from_wheel(file, tail)
 
