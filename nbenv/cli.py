@@ -393,7 +393,9 @@ def _export(ns: argparse.Namespace, reporter: Reporter) -> int:
 
 def _create(ns: argparse.Namespace, reporter: Reporter) -> int:
     from nbenv.envs import BuildOptions, create_env
+    from nbenv.heap import keep_freed_memory
 
+    keep_freed_memory()  # this process ends with the create: its helpers fork from it
     request = request_from_namespace(ns)
     conda = _conda_request(ns)
     if not request.requirements and ns.lock is None and conda is None:

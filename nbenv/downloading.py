@@ -37,6 +37,7 @@ from typing import IO, Any
 from nbenv.errors import DownloadError, HashMismatchError, NbenvError
 from nbenv.fetch import Artifact, DownloadCancelled, Fetcher, StopSignal
 from nbenv.forking import Forked
+from nbenv.heap import keep_freed_memory
 from nbenv.net.http import HttpClient
 from nbenv.report import NullReporter
 
@@ -306,6 +307,7 @@ def _answering(
 
 def serve(stdin: IO[str], stdout: IO[str]) -> None:
     """The helper's side, on these pipes (a forked helper's target)."""
+    keep_freed_memory()  # a buffer per MB written: reuse them, not new pages
     with contextlib.suppress(KeyboardInterrupt):
         _work(stdin, stdout)
     stdout.flush()

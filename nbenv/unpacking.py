@@ -309,7 +309,10 @@ def _rebuild(error: dict[str, Any], filename: str) -> BaseException:
 
 
 def _work(stdin: IO[str], stdout: IO[str]) -> None:
+    from nbenv.heap import keep_freed_memory
     from nbenv.wheelcache import WheelCache, WheelToInstall
+
+    keep_freed_memory()  # a buffer per member read and inflated: reuse them, not new pages
 
     caches: dict[str, WheelCache] = {}
     for line in stdin:
