@@ -220,8 +220,10 @@ def test_best_wheel_by_tag_priority_for_each_target(index: IndexServer) -> None:
 
 
 def test_wheels_are_chosen_by_their_tags_on_a_page_of_many_platforms() -> None:
-    # The name-only platform test that skips most of a big page must agree with packaging's
-    # full parse of every name (compressed tag sets, "any", other OSes and machines).
+    # The name-only tag test that skips most of a big page (each distinct tag string ranked
+    # once, files that cannot beat the one kept never made) must agree with packaging's full
+    # parse of every name (compressed tag sets, "any", other OSes and machines), whatever
+    # the page's order, and a yanked file loses to any other.
     import hashlib
     import json
 
@@ -235,37 +237,50 @@ def test_wheels_are_chosen_by_their_tags_on_a_page_of_many_platforms() -> None:
         "win_amd64", "macosx_11_0_arm64", "manylinux_2_17_x86_64.manylinux2014_x86_64",
         "manylinux_2_28_aarch64", "musllinux_1_2_x86_64", "linux_x86_64", "any",
     ]  # fmt: skip
-    names = [f"demo-{v}.tar.gz" for v in ("0.1", "0.9")] + [
+    names = [f"demo-{v}.tar.gz" for v in ("0.1", "0.9", "1.0")] + [
         f"demo-{v}-{py}-{abi}-{plat}.whl"
         for v in ("0.9", "1.0", "1.1")
         for py, abi in (("cp311", "cp311"), ("cp312", "cp312"), ("py3", "none"))
         for plat in platforms
         if (abi == "none") == (plat == "any") and not (v == "1.1" and "x86_64" in plat)
     ]
-    files = [
-        {"filename": n, "url": f"https://x/{n}", "hashes": {"sha256": "0" * 64}} for n in names
-    ]
-    body = json.dumps({"meta": {"api-version": "1.1"}, "name": "demo", "files": files}).encode()
-    source = PageSource("https://x/simple/", "https://x/simple/demo/",
-                        "application/vnd.pypi.simple.v1+json", body,
-                        hashlib.sha256(body).hexdigest())  # fmt: skip
-    for target in (Target("3.11", "manylinux_2_28_x86_64"), Target("3.12", "macosx_14_0_arm64")):
-        got = {str(r.version): r.file.filename for r in releases_for_target(
-            ProjectPage(NormalizedName("demo"), (source,)), target).usable}  # fmt: skip
-        expected: dict[str, tuple[int, str]] = {}
-        for name in names:
-            if not name.endswith(".whl"):
-                version, rank = name[len("demo-") : -len(".tar.gz")], 10**6
-            else:
-                _, parsed, _, tags = parse_wheel_filename(name)
-                ranks = [target.tag_priority[t] for t in tags if t in target.tag_priority]
-                if not ranks:
-                    continue
-                version, rank = str(parsed), min(ranks)
-            if version not in expected or rank < expected[version][0]:
-                expected[version] = (rank, name)
-        assert got == {v: name for v, (_, name) in expected.items()}, target
-        assert set(got) == {"0.1", "0.9", "1.0", "1.1"}
+    yanked = {n for n in names if n.startswith("demo-1.0-") and "-cp3" in n}  # 1.0's best
+    for order in (names, names[::-1]):
+        files = [
+            {
+                "filename": n,
+                "url": f"https://x/{n}",
+                "hashes": {"sha256": "0" * 64},
+                "yanked": n in yanked,
+            }
+            for n in order
+        ]
+        body = json.dumps({"meta": {"api-version": "1.1"}, "name": "demo", "files": files})
+        source = PageSource("https://x/simple/", "https://x/simple/demo/",
+                            "application/vnd.pypi.simple.v1+json", body.encode(),
+                            hashlib.sha256(body.encode()).hexdigest())  # fmt: skip
+        for target in (
+            Target("3.11", "manylinux_2_28_x86_64"),
+            Target("3.12", "macosx_14_0_arm64"),
+        ):
+            got = {str(r.version): r.file.filename for r in releases_for_target(
+                ProjectPage(NormalizedName("demo"), (source,)), target).usable}  # fmt: skip
+            expected: dict[str, tuple[tuple[bool, int], str]] = {}
+            for name in order:
+                if not name.endswith(".whl"):
+                    version, rank = name[len("demo-") : -len(".tar.gz")], 10**6
+                else:
+                    _, parsed, _, tags = parse_wheel_filename(name)
+                    ranks = [target.tag_priority[t] for t in tags if t in target.tag_priority]
+                    if not ranks:
+                        continue
+                    version, rank = str(parsed), min(ranks)
+                key = (name in yanked, rank)
+                if version not in expected or key < expected[version][0]:
+                    expected[version] = (key, name)
+            assert got == {v: name for v, (_, name) in expected.items()}, target
+            assert set(got) == {"0.1", "0.9", "1.0", "1.1"}
+            assert "-cp3" not in got["1.0"]  # its best wheels are yanked: another one wins
 
 
 def test_no_wheel_for_the_platform_lists_what_exists(index: IndexServer) -> None:

@@ -64,21 +64,22 @@ class ProjectPage:
     def files(self) -> tuple[DistFile, ...]:
         return tuple(f for source in self.sources for f in _parse_source(source))
 
-    def entries(self) -> Iterator[tuple[str, Callable[[], DistFile]]]:
-        """(file name, how to make its DistFile), in `files` order: a resolve for one
-        target drops most files on their names (numpy lists 2,000+, a few fit), and making
-        a DistFile for each was a third of a cold resolve's CPU."""
+    def entries(self) -> Iterator[tuple[str, Callable[[Any], DistFile], Any]]:
+        """(file name, make, item), in `files` order, where `make(item)` is its DistFile:
+        a resolve for one target drops most files on their names (numpy lists 4,000+, a
+        few fit), and making a DistFile for each was a third of a cold resolve's CPU."""
         if "files" in self.__dict__:
             for file in self.files:
-                yield file.filename, functools.partial(_same, file)
+                yield file.filename, _same, file
             return
         for source in self.sources:
             if not _is_json(source.content_type):
                 for file in _parse_source(source):
-                    yield file.filename, functools.partial(_same, file)
+                    yield file.filename, _same, file
                 continue
+            make = functools.partial(_checked_entry, source=source)
             for entry in _json_files(source):
-                yield entry["filename"], functools.partial(_checked_entry, entry, source)
+                yield entry["filename"], make, entry
 
 
 def project_url(index_url: str, name: str) -> str:

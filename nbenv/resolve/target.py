@@ -180,11 +180,6 @@ class Target:
         return {str(tag): rank for tag, rank in self.tag_priority.items()}
 
     @cached_property
-    def platform_tags(self) -> frozenset[str]:
-        """The platform parts of `tag_rank` ("manylinux_2_17_x86_64", "any", ...)."""
-        return frozenset(tag.rsplit("-", 1)[1] for tag in self.tag_rank)
-
-    @cached_property
     def fingerprint(self) -> str:
         """Identifies what this target accepts (python version and tags), for caches."""
         text = self.python_full_version + "\n" + "\n".join(self.tag_rank)
