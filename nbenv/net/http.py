@@ -135,8 +135,9 @@ class HttpClient:
             limits=limits,
             follow_redirects=True,
             headers={"User-Agent": f"nbenv/{__version__}"},
-            verify=verify,
+            verify=verify,  # also for the proxies' transports, which httpx makes itself
             trust_env=True,  # proxies (and without pip's `cert`, SSL_CERT_FILE) as others do
+            transport=_direct_transport(verify, limits),
         )
 
     def _https_ok(self, url: str) -> None:
@@ -432,6 +433,22 @@ def _read_file(url: str, headers: Mapping[str, str]) -> HttpResponse:
     return HttpResponse(
         url=url, status=status, content=data, headers={"content-type": content_type, **out}
     )
+
+
+def _direct_transport(verify: ssl.SSLContext, limits: httpx.Limits) -> httpx.HTTPTransport:
+    """httpx's transport for connections without a proxy, looking each host up once
+    (nbenv.net.dns) instead of once per connection. httpx does not take a network backend:
+    it is set on the transport's pool, where httpcore keeps it; an httpx without that pool
+    keeps its own lookups."""
+    import httpx
+
+    from nbenv.net.dns import SharedLookups
+
+    transport = httpx.HTTPTransport(verify=verify, limits=limits, trust_env=True)
+    pool = getattr(transport, "_pool", None)
+    if type(getattr(pool, "_network_backend", None)).__name__ == "SyncBackend":
+        pool._network_backend = SharedLookups(pool._network_backend)  # type: ignore[union-attr]
+    return transport
 
 
 def _tls_context(tls: TlsFiles) -> ssl.SSLContext:
