@@ -179,6 +179,7 @@ def create_env(
         resolver: PypiResolver | None = None
         forked: UnpackWorkers | None = None
         downloads: Forked | None = None
+        pages: Forked | None = None
         cold = False
         if given is None:
             if policy is not CachePolicy.OFFLINE:
@@ -186,6 +187,9 @@ def create_env(
                 # Worker processes (they unpack, and link any build's wheels into its env)
                 # forked now, while this process has one thread: a few ms here, and their
                 # imports run on a core the resolve leaves idle.
+                if cold and policy is CachePolicy.DEFAULT and can_fork():
+                    pages = Forked("nbenv.resolve.warm:serve")  # fetches and parses pages
+                    cleanup.callback(pages.close)  # should the PageWarmer never take it
                 if cold and helper and can_fork():  # the download process, forked likewise
                     downloads = Forked("nbenv.downloading:serve")
                     cleanup.callback(downloads.close)  # once the Fetcher is done with it
@@ -196,6 +200,13 @@ def create_env(
             from nbenv.resolve.pypi import PypiResolver
 
             full = with_kernel_requirements(request) if options.register_kernel else request
+            warmer = None
+            if pages is not None:
+                from nbenv.resolve.warm import PageWarmer
+
+                warmer = PageWarmer(pages, client, cache_dir() / "resolve",
+                                    [target_for(interpreter)])  # fmt: skip
+                cleanup.callback(warmer.close)  # closing twice is harmless
             resolver = PypiResolver(
                 full,
                 client=client,
@@ -203,6 +214,7 @@ def create_env(
                 reporter=reporter,
                 settings=settings,
                 targets=[target_for(interpreter)],
+                warm_page=warmer.warm if warmer is not None else None,
             )
             cleanup.callback(resolver.close)  # closing twice is harmless
             # The index is asked from here on; the imports and set-up below (~50 ms)
@@ -238,6 +250,8 @@ def create_env(
                 resolver.on_pin = _download_ahead(fetcher, unpacker)
             with resolver:  # its threads stop here, before the build
                 lock = build_lock(resolver.resolve(), request)
+            if warmer is not None:
+                warmer.close()  # after the resolver's threads: none waits on it any more
         steps.append(("resolve", time.perf_counter() - start))
         locked = lock
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 
 from packaging.utils import NormalizedName
@@ -45,9 +46,13 @@ class PypiResolver:
         targets: Sequence[Target] | None = None,
         provided: Mapping[str, ProvidedDist] | None = None,
         on_pin: Callable[[DistFile], None] | None = None,
+        warm_page: Callable[[str, NormalizedName], Future[None]] | None = None,
     ) -> None:
+        """`warm_page(index, name)`: has a helper put that page (and its summaries for
+        `targets`) in the resolve cache, to be read from there (nbenv.resolve.warm)."""
         self.request = request
         self.on_pin = on_pin
+        self._warm_page = warm_page if policy is CachePolicy.DEFAULT else None
         self.provided = dict(provided or {})
         # an env build knows its interpreter exactly; a lock names X.Y only
         self.targets = tuple(targets) if targets else request.targets
@@ -94,6 +99,8 @@ class PypiResolver:
     def _fetch_page(self, index: str, name: NormalizedName) -> ProjectPage | None:
         if index in self.find_links:
             return self.flat.page(index, name)
+        if self._warm_page is not None:
+            self._warm_page(index, name).result()  # never an error: a miss is fetched here
         return fetch_project_page(self.client, self.cache, index, name)
 
     def _stale_page(self, name: NormalizedName) -> ProjectPage | None:
