@@ -71,6 +71,7 @@ __all__ = [
 # Every env can run as a Jupyter kernel and show widgets (ipywidgets 7 does not render in
 # JupyterLab 4). Resolved together with the user's requirements: a conflict is reported.
 KERNEL_REQUIREMENTS = ("ipykernel", "ipywidgets>=8")
+_LIKELY_BYTES = 1 << 20  # wheels worth fetching on the resolver's guess (see _big_only)
 
 
 @dataclass(frozen=True)
@@ -248,6 +249,8 @@ def create_env(
             assert resolver is not None
             if unpacker is not None:
                 resolver.on_pin = _download_ahead(fetcher, unpacker)
+                if cold:  # no stale pages to guess from: the guesses are the likely pins
+                    resolver.watch_likely(_big_only(resolver.on_pin))
             with resolver:  # its threads stop here, before the build
                 lock = build_lock(resolver.resolve(), request)
             if warmer is not None:
@@ -382,6 +385,20 @@ def _download_ahead(fetcher: Fetcher, unpacker: Unpacker) -> Callable[[DistFile]
             unpacker.submit(WheelToInstall(future.result(), artifact.sha256, verified=True))
 
     return on_pin
+
+
+def _big_only(start: Callable[[DistFile], None]) -> Callable[[DistFile], None]:
+    """`start` for the wheels of _LIKELY_BYTES or more only. The prefetcher guesses a
+    project's pin as soon as its page is in, well before the resolver pins it (set B:
+    scipy ~0.15 s earlier): the long downloads and unpacks then begin while the resolve
+    leaves a core idle. A wrong guess costs a download the lock discards (and an unpack
+    kept in the cache); small wheels are not worth that risk."""
+
+    def likely(file: DistFile) -> None:
+        if file.size is not None and file.size >= _LIKELY_BYTES:
+            start(file)
+
+    return likely
 
 
 @contextlib.contextmanager

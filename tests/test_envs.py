@@ -123,6 +123,40 @@ def test_a_cold_create_downloads_pinned_wheels_while_it_still_resolves(
     assert out.stdout == "ok\n"
 
 
+@pytest.mark.parametrize("likely_bytes", [0, 1 << 20])
+def test_a_cold_create_fetches_big_wheels_on_the_resolvers_guess(
+    index: IndexServer, isolated_env: IsolatedEnv, monkeypatch: pytest.MonkeyPatch,
+    likely_bytes: int,
+) -> None:  # fmt: skip
+    import nbenv.envs
+    from nbenv.envs import BuildOptions, create_env
+    from nbenv.spec import parse_request
+
+    # Nothing is pinned before alpha's page (a root requirement) is in: the prefetcher's
+    # walk has guessed beta and gamma by then. Wheels of `likely_bytes` or more are fetched
+    # on the guess (the test wheels are small: 0 makes them all big, 1 MB none).
+    monkeypatch.setattr(nbenv.envs, "_LIKELY_BYTES", likely_bytes)
+    index.inject("/simple/alpha/", Fault("stall", seconds=0.6))
+    request = parse_request(["alpha", "beta", "--index-url", index.url])
+
+    result = create_env(request, BuildOptions(register_kernel=False, compile_bytecode=False))
+
+    alpha, beta, gamma = (f"{n}-py3-none-any.whl" for n in ("alpha-2.0", "beta-1.0", "gamma-1.1"))
+    order = [
+        r.path.rsplit("/", 2)[-1] or r.path.rsplit("/", 2)[-2]
+        for r in index.log
+        if r.path == "/simple/alpha/" or (r.path.endswith(".whl") and r.range is None)
+    ]
+    early = order.index(beta) < order.index("alpha") and order.index(gamma) < order.index("alpha")
+    assert early == (likely_bytes == 0), order
+    assert whole_wheel_downloads(index) == {alpha: 1, beta: 1, gamma: 1}  # once each
+    out = subprocess.run(
+        [str(result.python), "-c", "import alpha, beta, gamma; print('ok')"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert out.stdout == "ok\n"
+
+
 _ORDER_SCRIPT = """
 import json, sys
 from nbenv.resolve.pypi import PypiResolver

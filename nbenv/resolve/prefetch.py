@@ -71,6 +71,8 @@ class Prefetcher:
         self._walked: set[tuple[Target, NormalizedName, str]] = set()
         self._reporter = reporter or NullReporter()
         self._allow_pre = allow_pre
+        self._likely: list[DistFile] = []  # the walk's picks, in order
+        self._on_likely: Callable[[DistFile], None] | None = None
         self._closed = False
         self._done = 0
         self._total = 0
@@ -140,6 +142,15 @@ class Prefetcher:
         future.add_done_callback(self._count)  # outside the lock: it may run right here
         return future
 
+    def watch_likely(self, callback: Callable[[DistFile], None]) -> None:
+        """`callback(file)` for every file the walk expects the resolver to pin (the
+        picks so far first), on the thread that picked it."""
+        with self._lock:
+            self._on_likely = callback
+            picked = list(self._likely)
+        for file in picked:
+            callback(file)
+
     # -- speculation ---------------------------------------------------------------------
     def speculate(self, requirement: Requirement, target: Target) -> None:
         """Walk the likely dependency tree of `requirement` in the background."""
@@ -181,6 +192,11 @@ class Prefetcher:
         )
         if pick is None:
             return
+        with self._lock:
+            self._likely.append(pick.file)
+            callback = self._on_likely
+        if callback is not None:
+            callback(pick.file)
         extras = frozenset(canonicalize_name(e) for e in requirement.extras)
         try:
             future = self.metadata(pick.file)

@@ -127,6 +127,12 @@ class PypiResolver:
             path, self.cache_root, sdist_sha256=digest, indexes=self.indexes, reporter=self.reporter
         )
 
+    def watch_likely(self, callback: Callable[[DistFile], None]) -> None:
+        """`callback(file)` for each file the prefetcher expects a pin on, as soon as it
+        does (the guesses so far first): a caller can start on the files that take long
+        before the pins come (nbenv.resolve.prefetch)."""
+        self.prefetcher.watch_likely(callback)
+
     # -- resolution ----------------------------------------------------------------------
     def start(self) -> None:
         """Begin asking the index (pages, then the likely dependencies' metadata) on the
