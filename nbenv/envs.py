@@ -185,6 +185,8 @@ def create_env(
         if given is None:
             if policy is not CachePolicy.OFFLINE:
                 cold = _new_projects(request, indexes)
+                if cold and can_fork():
+                    client.build()  # the helpers forked below inherit httpx and its TLS set-up
                 # Worker processes (they unpack, and link any build's wheels into its env)
                 # forked now, while this process has one thread: a few ms here, and their
                 # imports run on a core the resolve leaves idle.

@@ -257,3 +257,68 @@ def test_an_ssl_cert_file_that_cannot_be_loaded_is_named(
     message = str(caught.value)
     assert f"SSL_CERT_FILE = '{tmp_path / 'missing.pem'}' is not valid" in message
     assert "or to be unset" in message
+
+
+def test_a_tls_context_is_made_once_while_its_files_stay_the_same(
+    tls: Tls, https_index: IndexServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[TlsFiles] = []
+    real = http_module._new_tls_context
+
+    def counting(files: TlsFiles) -> ssl.SSLContext:
+        made.append(files)
+        return real(files)
+
+    monkeypatch.setattr(http_module, "_new_tls_context", counting)
+    bundle = tmp_path / "ca.pem"
+    bundle.write_bytes(tls.ca_file.read_bytes())
+    files = TlsFiles(cert=str(bundle), cert_source="test")
+    for _ in range(3):  # every client (each `%%pypi` cell makes one) shares the first context
+        with HttpClient(tls=files, retries=0) as client:
+            assert client.get(https_index.project_url("alpha")).status == 200
+    assert len(made) == 1
+    other = trustme.CA()  # the file now trusts another CA only: a new context, refused
+    bundle.write_bytes(other.cert_pem.bytes() + b"\n" * 3)
+    with HttpClient(tls=files, retries=0) as client, pytest.raises(IndexAccessError):
+        client.get(https_index.project_url("alpha"))
+    assert len(made) == 2
+    bundle.write_bytes(b"not a certificate")  # a failure is raised, and not kept
+    for _ in range(2):
+        with HttpClient(tls=files, retries=0) as client, pytest.raises(NetworkSettingError):
+            client.get(https_index.project_url("alpha"))
+    assert len(made) == 4
+
+
+_FORKED_TLS_SCRIPT = """
+import json, os, sys
+import nbenv.net.http as http
+log = sys.argv[2]
+real = http._new_tls_context
+def noting(files):
+    with open(log, "a") as out:
+        out.write(f"{os.getpid()}\\n")
+    return real(files)
+http._new_tls_context = noting
+from nbenv.envs import BuildOptions, create_env
+from nbenv.spec import parse_request
+create_env(parse_request(["alpha", "beta", "--index-url", sys.argv[1]]),
+           BuildOptions(register_kernel=False, compile_bytecode=False))
+print(os.getpid())
+"""
+
+
+def test_helpers_forked_by_a_cold_create_inherit_its_tls_context(
+    index: IndexServer, isolated_env: IsolatedEnv, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    log = tmp_path / "contexts.log"
+    out = subprocess.run(
+        [sys.executable, "-c", _FORKED_TLS_SCRIPT, index.url, str(log)],
+        capture_output=True, text=True, timeout=120, env=os.environ.copy(),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    # made once, by the create's own process: the page and download helpers forked after it
+    assert log.read_text().split() == [out.stdout.strip()]

@@ -145,6 +145,15 @@ class HttpClient:
         if self._tls_error is not None and url.lower().startswith("https:"):
             raise self._tls_error
 
+    def build(self) -> None:
+        """Build the connection pool now, on this thread: before forking helpers, so that
+        they inherit httpx and the TLS context (~55 ms of CPU each) instead of making their
+        own. A failure here is raised again, with its message, by the first request."""
+        with self._lock:
+            if self._httpx_client is None:
+                with contextlib.suppress(Exception):
+                    self._httpx_client = self._new_client()
+
     def prepare(self) -> None:
         """Build the connection pool on a daemon thread now: importing httpx and loading the
         TLS trust store take ~70 ms, which the first request would otherwise wait for (the
@@ -451,7 +460,35 @@ def _direct_transport(verify: ssl.SSLContext, limits: httpx.Limits) -> httpx.HTT
     return transport
 
 
+_CONTEXTS: dict[tuple[object, ...], ssl.SSLContext] = {}  # see _tls_context
+_CONTEXTS_LOCK = threading.Lock()
+
+
 def _tls_context(tls: TlsFiles) -> ssl.SSLContext:
+    """The TLS context for `tls`, made once per process while the files it reads (and the
+    variables that name them) stay as they were: loading a trust store costs ~27 ms of CPU,
+    every client (each `%%pypi` cell's) would pay it again, and a helper forked after the
+    first one inherits it."""
+    files = [tls.cert, tls.client_cert, *(os.environ.get(v) for v in _TRUST_VARIABLES)]
+    key = (tls, *(_stamp(path) for path in files))
+    with _CONTEXTS_LOCK:
+        context = _CONTEXTS.get(key)
+        if context is None:  # a failure is raised, and not kept
+            context = _CONTEXTS[key] = _new_tls_context(tls)
+        return context
+
+
+def _stamp(path: str | None) -> tuple[str | None, int, int]:
+    if not path:
+        return (None, 0, 0)
+    try:
+        info = os.stat(path)
+    except OSError:
+        return (path, -1, -1)
+    return (path, info.st_mtime_ns, info.st_size)
+
+
+def _new_tls_context(tls: TlsFiles) -> ssl.SSLContext:
     """What HTTPS trusts: pip's `cert` when set, else SSL_CERT_FILE, SSL_CERT_DIR or
     certifi's bundle (as httpx and requests choose); plus pip's `client-cert`. A file that
     cannot be loaded is an error naming the setting, never a bare OSError."""
