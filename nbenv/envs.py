@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc as collector  # `gc` is the store's garbage collection below
 import hashlib
 import json
 import os
@@ -187,6 +188,12 @@ def create_env(
                 cold = _new_projects(request, indexes)
                 if cold and can_fork():
                     client.build()  # the helpers forked below inherit httpx and its TLS set-up
+                    # Collections skip every object there is now, until the create ends:
+                    # cheaper passes for the rest of it, and helpers forked below copy no
+                    # page a collection would write to. A single-threaded process only
+                    # (can_fork): nothing of the caller's can turn to garbage meanwhile.
+                    collector.freeze()
+                    cleanup.callback(collector.unfreeze)
                 # Worker processes (they unpack, and link any build's wheels into its env)
                 # forked now, while this process has one thread: a few ms here, and their
                 # imports run on a core the resolve leaves idle.

@@ -157,6 +157,36 @@ def test_a_cold_create_fetches_big_wheels_on_the_resolvers_guess(
     assert out.stdout == "ok\n"
 
 
+_FREEZE_SCRIPT = """
+import gc, json, sys
+from nbenv.resolve.pypi import PypiResolver
+during = []
+resolve = PypiResolver.resolve
+def noting(self):
+    during.append(gc.get_freeze_count())
+    return resolve(self)
+PypiResolver.resolve = noting
+from nbenv.envs import BuildOptions, create_env
+from nbenv.spec import parse_request
+create_env(parse_request(["alpha", "--index-url", sys.argv[1]]),
+           BuildOptions(register_kernel=False, compile_bytecode=False))
+print(json.dumps([during, gc.get_freeze_count()]))
+"""
+
+
+def test_a_cold_create_freezes_the_collectors_objects_while_it_runs_only(
+    index: IndexServer, isolated_env: IsolatedEnv
+) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", _FREEZE_SCRIPT, index.url],
+        capture_output=True, text=True, timeout=120, env=os.environ.copy(),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    (during,), after = json.loads(out.stdout)
+    assert during > 1000  # the imports' objects: collections skip them during the create
+    assert after == 0  # and the caller's process gets them back when it ends
+
+
 _ORDER_SCRIPT = """
 import json, sys
 from nbenv.resolve.pypi import PypiResolver
