@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from jupyter_client.manager import start_new_kernel
-from support import IsolatedEnv
+from support import IsolatedEnv, run_python
 from support.index_server import Fault, Index, IndexServer
 from support.wheels import build_wheel
 
@@ -93,6 +93,27 @@ def whole_wheel_downloads(server: IndexServer) -> dict[str, int]:
     return counts
 
 
+_WHEELS = tuple(f"{n}-py3-none-any.whl" for n in ("alpha-2.0", "beta-1.0", "gamma-1.1"))
+
+
+def _answered(index: IndexServer, page: str) -> list[str]:
+    """The server's log in the order it answered: `page` (as its project's name) and the
+    wheels fetched whole (by file name)."""
+    return [
+        r.path.rsplit("/", 2)[-1] or r.path.rsplit("/", 2)[-2]
+        for r in index.log
+        if r.path == page or (r.path.endswith(".whl") and r.range is None)
+    ]
+
+
+def _imports_all(python: Path) -> None:
+    out = subprocess.run(
+        [str(python), "-c", "import alpha, beta, gamma; print('ok')"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert out.stdout == "ok\n"
+
+
 def test_a_cold_create_downloads_pinned_wheels_while_it_still_resolves(
     index: IndexServer, isolated_env: IsolatedEnv
 ) -> None:
@@ -104,23 +125,15 @@ def test_a_cold_create_downloads_pinned_wheels_while_it_still_resolves(
 
     result = create_env(request, BuildOptions(register_kernel=False, compile_bytecode=False))
 
-    alpha, beta, gamma = (f"{n}-py3-none-any.whl" for n in ("alpha-2.0", "beta-1.0", "gamma-1.1"))
-    # the server's log, in the order it answered: alpha and beta were pinned, so fetched
-    # whole while the resolver still waited for gamma's page
-    order = [
-        r.path.rsplit("/", 2)[-1] or r.path.rsplit("/", 2)[-2]
-        for r in index.log
-        if r.path == "/simple/gamma/" or (r.path.endswith(".whl") and r.range is None)
-    ]
+    alpha, beta, gamma = _WHEELS
+    # alpha and beta were pinned, so fetched whole while the resolver still waited for
+    # gamma's page
+    order = _answered(index, "/simple/gamma/")
     assert order.index("gamma") > max(order.index(alpha), order.index(beta))
     assert order.index(gamma) > order.index("gamma")
     # each wheel was fetched whole once: the build took over what was under way
     assert whole_wheel_downloads(index) == {alpha: 1, beta: 1, gamma: 1}
-    out = subprocess.run(
-        [str(result.python), "-c", "import alpha, beta, gamma; print('ok')"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    assert out.stdout == "ok\n"
+    _imports_all(result.python)
 
 
 @pytest.mark.parametrize("likely_bytes", [0, 1 << 20])
@@ -141,20 +154,12 @@ def test_a_cold_create_fetches_big_wheels_on_the_resolvers_guess(
 
     result = create_env(request, BuildOptions(register_kernel=False, compile_bytecode=False))
 
-    alpha, beta, gamma = (f"{n}-py3-none-any.whl" for n in ("alpha-2.0", "beta-1.0", "gamma-1.1"))
-    order = [
-        r.path.rsplit("/", 2)[-1] or r.path.rsplit("/", 2)[-2]
-        for r in index.log
-        if r.path == "/simple/alpha/" or (r.path.endswith(".whl") and r.range is None)
-    ]
+    alpha, beta, gamma = _WHEELS
+    order = _answered(index, "/simple/alpha/")
     early = order.index(beta) < order.index("alpha") and order.index(gamma) < order.index("alpha")
     assert early == (likely_bytes == 0), order
     assert whole_wheel_downloads(index) == {alpha: 1, beta: 1, gamma: 1}  # once each
-    out = subprocess.run(
-        [str(result.python), "-c", "import alpha, beta, gamma; print('ok')"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    assert out.stdout == "ok\n"
+    _imports_all(result.python)
 
 
 _FREEZE_SCRIPT = """
@@ -177,12 +182,8 @@ print(json.dumps([during, gc.get_freeze_count()]))
 def test_a_cold_create_freezes_the_collectors_objects_while_it_runs_only(
     index: IndexServer, isolated_env: IsolatedEnv
 ) -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", _FREEZE_SCRIPT, index.url],
-        capture_output=True, text=True, timeout=120, env=os.environ.copy(),
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    (during,), after = json.loads(out.stdout)
+    stdout = run_python(_FREEZE_SCRIPT, index.url)
+    (during,), after = json.loads(stdout)
     assert during > 1000  # the imports' objects: collections skip them during the create
     assert after == 0  # and the caller's process gets them back when it ends
 
@@ -210,12 +211,8 @@ def test_a_create_asks_the_index_before_loading_what_only_the_build_needs(
 ) -> None:
     # The downloader, installer and lock writer (~50 ms of imports) load while the first
     # index answers are on their way, not before the first request.
-    out = subprocess.run(
-        [sys.executable, "-c", _ORDER_SCRIPT, index.url],
-        capture_output=True, text=True, timeout=120, env=os.environ.copy(),
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    first, *_ = json.loads(out.stdout)  # resolve() starts again: a no-op by then
+    stdout = run_python(_ORDER_SCRIPT, index.url)
+    first, *_ = json.loads(stdout)  # resolve() starts again: a no-op by then
     assert first == []
 
 

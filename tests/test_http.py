@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
-from support import IsolatedEnv
+from support import IsolatedEnv, run_python
 from support.index_server import IndexServer
 from support.universe import MAIN, Universe
 from support.wheels import build_wheel, sha256_file
@@ -310,15 +310,7 @@ print(os.getpid())
 def test_helpers_forked_by_a_cold_create_inherit_its_tls_context(
     index: IndexServer, isolated_env: IsolatedEnv, tmp_path: Path
 ) -> None:
-    import os
-    import subprocess
-    import sys
-
     log = tmp_path / "contexts.log"
-    out = subprocess.run(
-        [sys.executable, "-c", _FORKED_TLS_SCRIPT, index.url, str(log)],
-        capture_output=True, text=True, timeout=120, env=os.environ.copy(),
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
+    pid = run_python(_FORKED_TLS_SCRIPT, index.url, str(log)).strip()
     # made once, by the create's own process: the page and download helpers forked after it
-    assert log.read_text().split() == [out.stdout.strip()]
+    assert log.read_text().split() == [pid]

@@ -4,14 +4,13 @@ the cache; whatever the helper cannot do, the resolver does itself and reports a
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from support import IsolatedEnv
+from support import IsolatedEnv, run_python
 from support.index_server import IndexServer
 
 from nbenv.errors import ProjectNotFoundError
@@ -132,10 +131,6 @@ print(json.dumps([url for url in asked if "/simple/" in url]))
 def test_a_cold_create_leaves_its_pages_to_a_helper(
     index: IndexServer, isolated_env: IsolatedEnv
 ) -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", _CREATE_SCRIPT, index.url],
-        capture_output=True, text=True, timeout=120, env=os.environ.copy(),
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout) == []  # the create's own process asked for no page
+    asked = json.loads(run_python(_CREATE_SCRIPT, index.url))
+    assert asked == []  # the create's own process asked for no page
     assert "/simple/beta/" in {r.path for r in index.log}

@@ -7,10 +7,25 @@ universe.py      the fixed projects the session servers serve
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["IsolatedEnv"]
+__all__ = ["IsolatedEnv", "run_python"]
+
+
+def run_python(script: str, *args: str, timeout: float = 120) -> str:
+    """`script` run by this Python in a process of its own (one thread: it can fork its
+    helpers, as `nbenv create` does), with this test's environment; its stdout, once it
+    has exited 0."""
+    out = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True, text=True, timeout=timeout, env=os.environ.copy(),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return out.stdout
 
 
 @dataclass(frozen=True)
