@@ -186,24 +186,25 @@ def create_env(
         if given is None:
             if policy is not CachePolicy.OFFLINE:
                 cold = _new_projects(request, indexes)
+                # Helper processes forked now, while this process has one thread: a few ms
+                # here, and their work starts on a core the resolve leaves idle.
                 if cold and can_fork():
-                    client.build()  # the helpers forked below inherit httpx and its TLS set-up
+                    client.build()  # the helpers inherit httpx and its TLS set-up
                     # Collections skip every object there is now, until the create ends:
-                    # cheaper passes for the rest of it, and helpers forked below copy no
-                    # page a collection would write to. A single-threaded process only
-                    # (can_fork): nothing of the caller's can turn to garbage meanwhile.
+                    # cheaper passes for the rest of it, and the helpers copy no page a
+                    # collection would write to. A single-threaded process only (can_fork):
+                    # nothing of the caller's can turn to garbage meanwhile.
                     collector.freeze()
                     cleanup.callback(collector.unfreeze)
-                # Worker processes (they unpack, and link any build's wheels into its env)
-                # forked now, while this process has one thread: a few ms here, and their
-                # imports run on a core the resolve leaves idle.
-                if cold and policy is CachePolicy.DEFAULT and can_fork():
-                    pages = Forked("nbenv.resolve.warm:serve")  # fetches and parses pages
-                    cleanup.callback(pages.close)  # should the PageWarmer never take it
-                if cold and helper and can_fork():  # the download process, forked likewise
-                    downloads = Forked("nbenv.downloading:serve")
-                    cleanup.callback(downloads.close)  # once the Fetcher is done with it
-                forked = _fork_workers()  # last: they come with threads to serve them
+                    if policy is CachePolicy.DEFAULT:  # fetches and parses the index pages
+                        pages = Forked("nbenv.resolve.warm:serve")
+                        cleanup.callback(pages.close)  # should the PageWarmer never take it
+                    if helper:  # the download process
+                        downloads = Forked("nbenv.downloading:serve")
+                        cleanup.callback(downloads.close)  # once the Fetcher is done with it
+                # Worker processes (they unpack, and link any build's wheels into its env),
+                # last: they come with threads to serve them
+                forked = _fork_workers()
                 if forked is not None:
                     cleanup.callback(forked.close, cancel=True)  # once the Unpacker is done
                 client.prepare()  # its TLS set-up overlaps the imports below

@@ -150,9 +150,13 @@ class HttpClient:
         they inherit httpx and the TLS context (~55 ms of CPU each) instead of making their
         own. A failure here is raised again, with its message, by the first request."""
         with self._lock:
-            if self._httpx_client is None:
-                with contextlib.suppress(Exception):
-                    self._httpx_client = self._new_client()
+            self._build_locked()
+
+    def _build_locked(self) -> None:
+        """Called with the lock held."""
+        if self._httpx_client is None:
+            with contextlib.suppress(Exception):
+                self._httpx_client = self._new_client()
 
     def prepare(self) -> None:
         """Build the connection pool on a daemon thread now: importing httpx and loading the
@@ -166,9 +170,8 @@ class HttpClient:
 
         def build() -> None:
             with self._lock:
-                if self._preparing and self._httpx_client is None:  # not closed meanwhile
-                    with contextlib.suppress(Exception):
-                        self._httpx_client = self._new_client()
+                if self._preparing:  # not closed meanwhile
+                    self._build_locked()
                 self._preparing = False
 
         threading.Thread(target=build, name="nbenv-http-prepare", daemon=True).start()
