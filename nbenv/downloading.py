@@ -36,7 +36,7 @@ from typing import IO, Any
 
 from nbenv.errors import DownloadError, HashMismatchError, NbenvError
 from nbenv.fetch import Artifact, DownloadCancelled, Fetcher, StopSignal
-from nbenv.forking import Forked
+from nbenv.forking import Forked, send_message
 from nbenv.heap import keep_freed_memory
 from nbenv.net.http import HttpClient
 from nbenv.report import NullReporter
@@ -132,15 +132,7 @@ class DownloadProcess:
 
     def _send(self, message: dict[str, Any]) -> bool:
         """Called with the lock held (or before the reader starts); False: the helper is gone."""
-        proc = self._proc
-        if proc is None or proc.stdin is None:
-            return False
-        try:
-            proc.stdin.write(json.dumps(message) + "\n")
-            proc.stdin.flush()
-        except (OSError, ValueError):
-            return False
-        return True
+        return send_message(self._proc.stdin if self._proc is not None else None, message)
 
     def _cancel(self, request_id: int) -> None:
         with self._lock:
@@ -252,9 +244,8 @@ def _work(stdin: IO[str], stdout: IO[str]) -> None:
     out = threading.Lock()
 
     def send(message: dict[str, Any]) -> None:
-        with out, contextlib.suppress(OSError, ValueError):  # the parent may be gone
-            stdout.write(json.dumps(message) + "\n")
-            stdout.flush()
+        with out:
+            send_message(stdout, message)  # the parent may be gone: nothing to tell then
 
     setup = json.loads(stdin.readline() or "null")
     if not setup:

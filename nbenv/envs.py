@@ -211,12 +211,12 @@ def create_env(
             from nbenv.resolve.pypi import PypiResolver
 
             full = with_kernel_requirements(request) if options.register_kernel else request
+            targets = [target_for(interpreter)]
             warmer = None
             if pages is not None:
                 from nbenv.resolve.warm import PageWarmer
 
-                warmer = PageWarmer(pages, client, cache_dir() / "resolve",
-                                    [target_for(interpreter)])  # fmt: skip
+                warmer = PageWarmer(pages, client, cache_dir() / "resolve", targets)
                 cleanup.callback(warmer.close)  # closing twice is harmless
             resolver = PypiResolver(
                 full,
@@ -224,7 +224,7 @@ def create_env(
                 policy=policy,
                 reporter=reporter,
                 settings=settings,
-                targets=[target_for(interpreter)],
+                targets=targets,
                 warm_page=warmer.warm if warmer is not None else None,
             )
             cleanup.callback(resolver.close)  # closing twice is harmless

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import os
 import signal
 import subprocess
@@ -20,9 +21,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import IO
+from typing import IO, Any
 
-__all__ = ["Forked", "can_fork", "stop"]
+__all__ = ["Forked", "can_fork", "send_message", "stop"]
 
 
 def can_fork() -> bool:
@@ -103,6 +104,19 @@ class Forked:
 
     def close(self) -> None:
         stop(self)
+
+
+def send_message(stream: IO[str] | None, message: dict[str, Any]) -> bool:
+    """One JSON line to a helper (or from it, to its parent), flushed; False when the other
+    side is gone (the pipe closed or broken). The caller serializes writers."""
+    if stream is None:
+        return False
+    try:
+        stream.write(json.dumps(message) + "\n")
+        stream.flush()
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def stop(helper: subprocess.Popen[str] | Forked) -> None:

@@ -24,7 +24,7 @@ from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
-from nbenv.forking import Forked, stop
+from nbenv.forking import Forked, send_message, stop
 from nbenv.net.http import HttpClient
 from nbenv.resolve.target import Target
 
@@ -77,15 +77,7 @@ class PageWarmer:
 
     def _send(self, message: dict[str, Any]) -> bool:
         """Called with the lock held (or before the reader starts); False: the helper is gone."""
-        stdin = self._process.stdin
-        if stdin is None:
-            return False
-        try:
-            stdin.write(json.dumps(message) + "\n")
-            stdin.flush()
-        except (OSError, ValueError):
-            return False
-        return True
+        return send_message(self._process.stdin, message)
 
     def _read(self) -> None:
         stdout = self._process.stdout
@@ -135,9 +127,8 @@ def serve(stdin: IO[str], stdout: IO[str]) -> None:
             if page is not None:
                 for target in targets:
                     releases_for_target(page, target, cache)  # kept in the cache: its summary
-        with out, contextlib.suppress(OSError, ValueError):  # the parent may be gone
-            stdout.write(json.dumps({"id": request["id"]}) + "\n")
-            stdout.flush()
+        with out:
+            send_message(stdout, {"id": request["id"]})  # the parent may be gone
 
     # No clean-up at the end: once the parent closes our input, what is under way is not
     # needed (the cache's writes are atomic), and the process ends with this function.
